@@ -1,0 +1,1 @@
+"""Throwaway PostgreSQL server fixtures (filled in by the state issue)."""

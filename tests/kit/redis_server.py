@@ -1,0 +1,1 @@
+"""Throwaway redis-server fixtures (filled in by the coordination issue)."""
