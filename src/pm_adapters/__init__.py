@@ -1,0 +1,1 @@
+"""pm_adapters: the port implementations (memory, paper, sql, redis, openalgo) and bootstrap."""

@@ -1,0 +1,7 @@
+"""pm commands: db."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,7 @@
+"""pm commands: service."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

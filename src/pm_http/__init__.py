@@ -1,0 +1,1 @@
+"""pm_http: the Starlette host (/webhook, /health, /ready, /metrics, read-only views)."""
