@@ -212,6 +212,7 @@ class PendingExit:
     timestamp: dt.datetime
     prior_status: PositionStatus
     fingerprint: str
+    stop_hit: bool = False  # a stop-hit close made while marking, not the signal's own exit
 
 
 @attrs.frozen(slots=True)
