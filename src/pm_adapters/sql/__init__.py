@@ -1,0 +1,1 @@
+"""SQL adapters: SQLAlchemy Core schema, unit of work, retry, migrations (PostgreSQL, SQLite)."""
