@@ -29,7 +29,9 @@ def effective_stop(
 
     Returns (stop, used_fallback).
     """
-    raise NotImplementedError
+    if 0 < stop < price:
+        return stop, False
+    return price - instrument.initial_atr_mult * atr, True
 
 
 def mark(
@@ -41,4 +43,49 @@ def mark(
     last: Mark | None,
 ) -> MarkResult:
     """Mark an instrument's live positions at ``price``: P&L, highest close, ratchet, stop hits."""
-    raise NotImplementedError
+    if last is not None and ts < last.ts:
+        return MarkResult(tuple(positions), (), (), None, True)
+    trail_by = instrument.trailing_atr_mult * atr if atr > 0 else None
+    updated: list[Position] = []
+    hits: list[tuple[tuple[int, str], Position]] = []
+    for position in positions:
+        if position.status == "pending_open" or position.roll_incomplete:
+            updated.append(position)
+            continue
+        unrealized = (price - position.basis) * position.lots * position.point_value
+        highest = position.highest_close if position.highest_close >= price else price
+        stop = position.current_stop
+        if trail_by is not None:
+            trail = highest - trail_by
+            if trail > stop:
+                stop = trail
+        if (
+            unrealized != position.unrealized_pnl
+            or highest != position.highest_close
+            or stop != position.current_stop
+        ):
+            position = attrs.evolve(
+                position, unrealized_pnl=unrealized, highest_close=highest, current_stop=stop
+            )
+        updated.append(position)
+        if price < stop:
+            hits.append((_label_order(position.label), position))
+    hits.sort(key=lambda hit: hit[0])
+    events = tuple(
+        Code("stop_hit", {"key": p.key, "price": price, "stop": p.current_stop}) for _, p in hits
+    )
+    return MarkResult(
+        positions=tuple(updated),
+        events=events,
+        hit_ids=tuple(p.id for _, p in hits),
+        mark=Mark(price, atr, ts),
+        stale=False,
+    )
+
+
+def _label_order(label: str) -> tuple[int, str]:
+    """Sort key for label order: ascending n of ``Long_n`` (other labels after, by name)."""
+    _, _, number = label.rpartition("_")
+    if number.isdigit():
+        return (int(number), label)
+    return (1 << 30, label)

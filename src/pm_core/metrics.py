@@ -35,34 +35,77 @@ def equity_view(
     closed_equity: float, positions: Sequence[Position], portfolio: PortfolioConfig
 ) -> EquityView:
     """Equity per the configured mode: closed, open (closed + U) or blended (closed + w x U)."""
-    raise NotImplementedError
+    unrealized = 0.0
+    for position in positions:
+        if position.is_live:
+            unrealized += position.unrealized_pnl
+    open_equity = closed_equity + unrealized
+    if portfolio.equity_mode == "closed":
+        sizing = closed_equity
+    elif portfolio.equity_mode == "open":
+        sizing = open_equity
+    else:
+        sizing = closed_equity + portfolio.blended_unrealized_weight * unrealized
+    return EquityView(closed=closed_equity, open=open_equity, sizing=sizing, unrealized=unrealized)
 
 
 def position_risk(position: Position) -> float:
     """max(0, entry_price - current_stop) x lots x pv."""
-    raise NotImplementedError
+    return (
+        max(0.0, position.entry_price - position.current_stop)
+        * position.lots
+        * position.point_value
+    )
 
 
 def position_vol(position: Position, instrument: InstrumentConfig) -> float:
     """atr' x lots x pv, atr' = the position's ATR if > 0 else the instrument's fallback ATR."""
-    raise NotImplementedError
+    atr = position.atr if position.atr > 0 else instrument.fallback_atr
+    return atr * position.lots * position.point_value
 
 
 def risk_totals(positions: Sequence[Position], config: DomainConfig) -> RiskTotals:
     """Risk, volatility, margin used and lots over live positions, overall and per instrument."""
-    raise NotImplementedError
+    risk = vol = margin_used = 0.0
+    lots = 0
+    per: dict[str, tuple[float, float, int]] = {i: (0.0, 0.0, 0) for i in config.instruments}
+    for position in positions:
+        if not position.is_live:
+            continue
+        instrument = config.instruments.get(position.instrument)
+        p_risk = position_risk(position)
+        if instrument is None:
+            # Unregistered (config changed under an open position): no fallback ATR or margin.
+            p_vol = max(0.0, position.atr) * position.lots * position.point_value
+            p_margin = 0.0
+        else:
+            p_vol = position_vol(position, instrument)
+            p_margin = position.lots * instrument.margin_per_lot
+        risk += p_risk
+        vol += p_vol
+        margin_used += p_margin
+        lots += position.lots
+        i_risk, i_vol, i_lots = per.get(position.instrument, (0.0, 0.0, 0))
+        per[position.instrument] = (i_risk + p_risk, i_vol + p_vol, i_lots + position.lots)
+    return RiskTotals(risk=risk, vol=vol, margin_used=margin_used, lots=lots, by_instrument=per)
 
 
 def margin_available(equity: float, margin_used: float, portfolio: PortfolioConfig) -> float:
     """M = max(0, E x max_margin_utilization_percent / 100.0 - margin_used)."""
-    raise NotImplementedError
+    return max(0.0, equity * portfolio.max_margin_utilization_percent / 100.0 - margin_used)
 
 
 def percent_of(amount: float, equity: float) -> float:
     """amount / E x 100, 0 when E <= 0."""
-    raise NotImplementedError
+    if equity <= 0:
+        return 0.0
+    return amount / equity * 100
 
 
 def instrument_open_pnl(positions: Sequence[Position], instrument: str) -> float:
     """Sum over the instrument's live positions of unrealized + rollover realized P&L."""
-    raise NotImplementedError
+    total = 0.0
+    for position in positions:
+        if position.instrument == instrument and position.is_live:
+            total += position.unrealized_pnl + position.rollover_realized_pnl
+    return total
