@@ -65,3 +65,15 @@ class RateBudgetExceeded(PmError, TimeoutError):
 
 class CoordinationUnavailable(PmError, ConnectionError):
     """The coordination store (Redis) cannot be reached."""
+
+
+class DuplicateKey(PmError, ValueError):
+    """A row with this unique key (client_order_id, broker order id) is already stored."""
+
+
+class UnknownStatistic(PmError, ValueError):
+    """A statistics counter name outside service.md section 11 was written."""
+
+
+class CommitUnknown(DatabaseUnavailable):
+    """The connection dropped while COMMIT was in flight: re-read by idempotency key first."""
