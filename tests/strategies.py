@@ -174,3 +174,97 @@ def valid_payloads(
     if draw(st.booleans()):
         payload["secret"] = draw(st.text(max_size=10))
     return payload
+
+
+# --------------------------------------------------------------------------- trading formulas
+# Config "BN-35", position builder and sizing-input strategies (domain 2.2, 12).
+
+MARK_TS = dt.datetime(2025, 11, 28, 10, 30, tzinfo=dt.UTC)
+
+
+def bn35_config() -> Any:
+    """Config "BN-35": BANK_NIFTY with lot_size_history [(None, 35)], all else default."""
+    import attrs
+
+    from pm_core.config import LotSizeEntry, bank_nifty
+
+    return attrs.evolve(bank_nifty(), lot_size_history=(LotSizeEntry(None, 35),))
+
+
+def make_position(
+    instrument: Any,
+    *,
+    id: int = 1,
+    label: str = "Long_1",
+    lots: int = 1,
+    entry: float = 52000.0,
+    stop: float = 51650.0,
+    current_stop: float | None = None,
+    high: float | None = None,
+    atr: float = 350.0,
+    basis: float | None = None,
+    is_base: bool = True,
+    status: str = "open",
+    **extra: Any,
+) -> Any:
+    """A position of ``instrument`` (an InstrumentConfig), pv from its first lot size."""
+    from pm_core.model import Position
+
+    lot_size = instrument.lot_size_history[0].lot_size
+    fields: dict[str, Any] = dict(
+        id=id,
+        instrument=instrument.id,
+        label=label,
+        status=status,
+        is_base_position=is_base,
+        lots=lots,
+        quantity=lots * lot_size,
+        lot_size=lot_size,
+        point_value=lot_size / instrument.quote_unit,
+        entry_timestamp=MARK_TS,
+        entry_price=entry,
+        initial_stop=stop,
+        current_stop=stop if current_stop is None else current_stop,
+        highest_close=entry if high is None else high,
+        atr=atr,
+        basis=entry if basis is None else basis,
+    )
+    fields.update(extra)
+    return Position(**fields)
+
+
+def sizing_prices() -> st.SearchStrategy[float]:
+    """Realistic quote prices (BN points, Gold per 10 g)."""
+    return st.floats(min_value=100.0, max_value=200_000.0)
+
+
+def sizing_atrs() -> st.SearchStrategy[float]:
+    """ATRs from 0 up."""
+    return st.floats(min_value=0.0, max_value=5_000.0)
+
+
+def sizing_equities() -> st.SearchStrategy[float]:
+    """Sizing equity, negative included."""
+    return st.floats(min_value=-10_000_000.0, max_value=1e9)
+
+
+def sizing_margins() -> st.SearchStrategy[float]:
+    """Available margin M (never negative)."""
+    return st.floats(min_value=0.0, max_value=1e9)
+
+
+def efficiency_ratios() -> st.SearchStrategy[float]:
+    """ER from 0 (above 1 is accepted, domain 3.1)."""
+    return st.floats(min_value=0.0, max_value=3.0)
+
+
+def signal_lot_counts() -> st.SearchStrategy[int]:
+    """Signal lots, non-positive included (as_signalled: no cap / zero)."""
+    return st.integers(min_value=-5, max_value=500)
+
+
+def instrument_configs() -> st.SearchStrategy[Any]:
+    """BN-35, default Gold Mini and default Bank Nifty registry entries."""
+    from pm_core.config import bank_nifty, gold_mini
+
+    return st.sampled_from([bn35_config(), gold_mini(), bank_nifty()])

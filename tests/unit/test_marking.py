@@ -20,7 +20,7 @@ LATER = TS + dt.timedelta(minutes=5)
 
 
 def gold_pos(stop: float, high: float, **kw: object) -> Position:
-    return v.position(GOLD, entry=78500.0, stop=stop, high=high, atr=700.0, **kw)  # type: ignore[arg-type]
+    return v.position(GOLD, entry=78500.0, stop=stop, high=high, atr=700.0, **kw)
 
 
 def test_t1_t2_atr_fallback() -> None:
