@@ -1,0 +1,1 @@
+"""Redis coordination adapters: signal locks, leader key, heartbeats, rate counters, breaker."""
