@@ -213,3 +213,16 @@ def test_format_float_round_trips_with_a_point(value: float) -> None:
     text = format_float(value)
     assert "." in text and "e" not in text
     assert float(text) == value
+
+
+@given(
+    st.sampled_from([case[0] for case in CASES] + ["rolled", "leg_timeout", "nope"]),
+    st.dictionaries(
+        st.sampled_from(["x", "limit", "stop", "price", "equity", "pnl", "key", "move", "r"]),
+        st.one_of(
+            st.none(), st.floats(), st.integers(), st.text(max_size=5), st.lists(st.integers())
+        ),
+    ),
+)
+def test_render_never_raises(code: str, params: dict[str, object]) -> None:
+    assert isinstance(render(Code(code, params)), str)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pm_core.codes import render
 from pm_core.config import PortfolioConfig, default_config
@@ -222,3 +226,52 @@ def test_gates_with_real_totals() -> None:
     assert pyramid(52500.0, sizing=PyramidSizing(7, 5, 9, 2, "risk_budget"), tot=tot) == []
     (code,) = pyramid(52500.0, sizing=PyramidSizing(7, 5, 4, 4, "risk_budget"), tot=tot)
     assert render(code) == "Portfolio risk would be 12.4% (block at 12.0%)"
+
+
+@given(
+    v.prices,
+    st.floats(min_value=-1e6, max_value=210_000.0),
+    v.atrs,
+    st.integers(min_value=0, max_value=500),
+    v.equities,
+    st.floats(min_value=0.0, max_value=1e9),
+    st.floats(min_value=0.0, max_value=1e9),
+    st.floats(min_value=-1e9, max_value=1e9),
+    st.sampled_from(["tom_basso", "as_signalled"]),
+)
+def test_gates_never_produce_nan(
+    price: float,
+    stop: float,
+    atr: float,
+    final: int,
+    equity: float,
+    risk: float,
+    vol: float,
+    pnl: float,
+    mode: str,
+) -> None:
+    portfolio = PortfolioConfig(sizing_mode=mode)  # type: ignore[arg-type]
+    tot = totals(risk, vol)
+    codes = list(base_entry_gate(price, stop, atr, final, 35.0, equity, tot, BN35, portfolio))
+    report = pyramid_gates(
+        price,
+        stop,
+        atr,
+        PyramidSizing(final, final, final, final, "margin"),
+        ANCHOR,
+        None,
+        equity,
+        tot,
+        pnl,
+        35.0,
+        BN35,
+        portfolio,
+    )
+    codes.extend(report.codes)
+    numbers = [report.price_move_r, report.atr_spacing, report.risk_percent, report.vol_percent]
+    numbers += [x for c in codes for x in c.params.values() if isinstance(x, float)]
+    assert not any(math.isnan(x) for x in numbers)
+    if equity <= 0:
+        assert Code("equity_non_positive", {"equity": equity}) in codes
+    for code in codes:
+        assert render(code) != code.code
