@@ -673,7 +673,17 @@ def test_validate_never_raises_on_corrupted_payloads(
     result = validate({**base, **replacements}, CONFIG)
     check_result(result)
     if isinstance(result, tuple):
-        assert {e.field for e in result} <= set(replacements)
+        # A replaced type can make the base's position (ALL) or reason (EXIT) invalid too.
+        touched = set(replacements) | ({"position", "reason"} if "type" in replacements else set())
+        assert {e.field for e in result} <= touched
+
+
+def test_validate_does_not_mutate_payload() -> None:
+    payload = {**EXIT_BASE, "reason": "  x ", "secret": "s"}
+    before = dict(payload)
+    ok(payload)
+    errors({**payload, "price": "bad"})
+    assert payload == before
 
 
 def check_result(result: object) -> None:
