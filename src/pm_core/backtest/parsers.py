@@ -1,0 +1,546 @@
+"""Backtest inputs: JSONL webhook logs and TradingView "List of Trades" CSVs (domain 11.1, 11.2).
+
+Both parsers turn a file's text into validated signals in the order the backtest replays them,
+and account for every line: a line is a signal, part of a collapsed split trade, skipped by a
+rule of 11.2, or an input error {source, line, code, message}. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from pm_core.codes import format_float
+from pm_core.config import DomainConfig, SizingMode
+from pm_core.errors import InputError as InputFileError
+from pm_core.model import FieldError, Signal, instant_us
+from pm_core.signal import parse_timestamp, validate
+
+__all__ = [
+    "CsvAccount",
+    "InputError",
+    "ParsedInput",
+    "SourcedSignal",
+    "combine",
+    "parse_jsonl",
+    "parse_payloads",
+    "parse_tradingview_csv",
+]
+
+
+@attrs.frozen(slots=True)
+class InputError:
+    """One input line that did not become a signal: where it is, a stable code and why.
+
+    ``field`` names the bad signal field for validation errors (shown by ``pm validate``);
+    the backtest document lists only source, line, code and message (domain 13.8).
+    """
+
+    source: str
+    line: int
+    code: str
+    message: str
+    field: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The input error as the backtest document lists it."""
+        return {
+            "source": self.source,
+            "line": self.line,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+@attrs.frozen(slots=True)
+class SourcedSignal:
+    """A validated signal with the file and line it came from."""
+
+    signal: Signal
+    source: str
+    line: int
+
+
+@attrs.frozen(slots=True)
+class CsvAccount:
+    """Where every data row of a TradingView CSV went (the header is not counted).
+
+    rows = entry_rows + exit_rows + open_exits + short_rows + other_rows, and
+    entry_rows = entries + collapsed_entry_rows + rows of entry groups that became errors, and
+    exit_rows = exits + collapsed_exit_rows + exits_after_entry_error + rows of exit errors.
+    """
+
+    rows: int = 0
+    entry_rows: int = 0
+    exit_rows: int = 0
+    open_exits: int = 0
+    short_rows: int = 0
+    other_rows: int = 0
+    entries: int = 0
+    exits: int = 0
+    collapsed_entry_rows: int = 0
+    collapsed_exit_rows: int = 0
+    entry_error_rows: int = 0
+    exit_error_rows: int = 0
+    exits_after_entry_error: int = 0
+
+
+@attrs.frozen(slots=True)
+class ParsedInput:
+    """Signals in replay order plus the input errors and warnings met while reading them."""
+
+    signals: tuple[SourcedSignal, ...] = ()
+    errors: tuple[InputError, ...] = ()
+    warnings: tuple[InputError, ...] = ()
+    accounts: Mapping[str, CsvAccount] = attrs.field(factory=dict)
+
+
+def combine(parts: Iterable[ParsedInput]) -> ParsedInput:
+    """Several inputs as one, in the order given (the backtest then sorts signals by time)."""
+    signals: list[SourcedSignal] = []
+    errors: list[InputError] = []
+    warnings: list[InputError] = []
+    accounts: dict[str, CsvAccount] = {}
+    for part in parts:
+        signals.extend(part.signals)
+        errors.extend(part.errors)
+        warnings.extend(part.warnings)
+        accounts.update(part.accounts)
+    return ParsedInput(tuple(signals), tuple(errors), tuple(warnings), accounts)
+
+
+def _field_errors(source: str, line: int, errors: Sequence[FieldError]) -> list[InputError]:
+    return [InputError(source, line, e.code, e.message, e.field) for e in errors]
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def parse_jsonl(
+    text: str | bytes,
+    source: str,
+    config: DomainConfig,
+    *,
+    loads: Callable[[str | bytes], Any] = json.loads,
+) -> ParsedInput:
+    """Read a JSONL webhook log: one payload a line, blank lines skipped, bad lines reported.
+
+    ``loads`` may be a faster JSON decoder; a line it refuses is retried with ``json.loads``
+    (which reads NaN and Infinity literals, so they report ``not_finite``, not ``not_json``).
+    """
+    lines: list[Any]
+    if isinstance(text, bytes):
+        if text.startswith(b"\xef\xbb\xbf"):
+            text = text[3:]
+        lines = text.split(b"\n")
+    else:
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        lines = text.split("\n")
+    signals: list[SourcedSignal] = []
+    errors: list[InputError] = []
+    for index in range(len(lines)):
+        chunk: str | bytes = lines[index]
+        if not chunk.strip():
+            continue
+        line_no = index + 1
+        try:
+            payload = loads(chunk)
+        except ValueError:
+            try:
+                payload = json.loads(chunk)
+            except ValueError as exc:
+                errors.append(
+                    InputError(source, line_no, "not_json", f"Line is not valid JSON: {exc}")
+                )
+                continue
+        result = validate(payload, config)
+        if isinstance(result, Signal):
+            signals.append(SourcedSignal(result, source, line_no))
+        else:
+            errors.extend(_field_errors(source, line_no, result))
+    return ParsedInput(tuple(signals), tuple(errors))
+
+
+def parse_payloads(
+    payloads: Iterable[Any], config: DomainConfig, *, source: str = "<signals>"
+) -> ParsedInput:
+    """Validate in-memory webhook payloads (dicts); item n is reported as line n (1-based)."""
+    signals: list[SourcedSignal] = []
+    errors: list[InputError] = []
+    for index, payload in enumerate(payloads):
+        result = validate(payload, config)
+        if isinstance(result, Signal):
+            signals.append(SourcedSignal(result, source, index + 1))
+        else:
+            errors.extend(_field_errors(source, index + 1, result))
+    return ParsedInput(tuple(signals), tuple(errors))
+
+
+# --------------------------------------------------------------------------- TradingView CSV
+
+_META_KEYS = frozenset({"ATR", "ER", "STOP", "ST", "HI", "POS"})
+_LOTS_IN_HEAD = re.compile(r"(\d+)[Ll]")
+_PYRAMID_LAYER = re.compile(r"^PYR(\d+)", re.IGNORECASE)
+
+
+@attrs.frozen(slots=True)
+class _Row:
+    line: int
+    trade: str
+    trade_order: tuple[int, str]  # numeric Trade # first, so "10" sorts after "9"
+    when: str
+    head: str
+    meta: Mapping[str, str]
+    price: str
+    qty: int | None
+
+
+@attrs.frozen(slots=True)
+class _Event:
+    """A collapsed entry or exit ready to sort: (instant, exits first, Trade #)."""
+
+    sort_key: tuple[int, int, tuple[int, str]]
+    signal: SourcedSignal
+
+
+def _trade_order(trade: str) -> tuple[int, str]:
+    stripped = trade.strip()
+    return (int(stripped), "") if stripped.isdigit() else (1 << 62, stripped)
+
+
+def _split_comment(comment: str) -> tuple[str, dict[str, str]]:
+    tokens = comment.split("|")
+    meta: dict[str, str] = {}
+    for token in tokens[1:]:
+        key, sep, value = token.partition(":")
+        if not sep:
+            continue
+        key = key.strip().upper()
+        if key in _META_KEYS:
+            meta[key] = value.strip()
+    return tokens[0].strip(), meta
+
+
+def _quantity(raw: str) -> int | None:
+    text = raw.strip().replace(",", "")
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if value != value or value in (float("inf"), float("-inf")) or value != int(value):
+        return None
+    return int(value)
+
+
+def _entry_label(head: str, meta: Mapping[str, str]) -> tuple[str, bool]:
+    """(label, is_pyramid) of an entry row per domain 11.2."""
+    pyramid = head.upper().startswith("PYR")
+    if "POS" in meta:
+        return meta["POS"], pyramid
+    match = _PYRAMID_LAYER.match(head)
+    if match:
+        return f"Long_{int(match.group(1)) + 1}", pyramid
+    return "Long_1", pyramid
+
+
+def _instant_or_none(raw: str, config: DomainConfig) -> int | None:
+    try:
+        return instant_us(parse_timestamp(raw, config.portfolio.tz))
+    except ValueError:
+        return None
+
+
+def parse_tradingview_csv(
+    text: str,
+    instrument: str,
+    source: str,
+    config: DomainConfig,
+    *,
+    sizing_mode: SizingMode | None = None,
+) -> ParsedInput:
+    """Read a TradingView Strategy Tester "List of Trades" export for one instrument.
+
+    Entries and exits become signals (split trades collapsed), ``Open`` exits and other row
+    types are skipped, short rows and bad entries are input errors (domain 11.2). Raises
+    pm_core.errors.InputError only when the file cannot be read at all (no header, a
+    required column missing, an unregistered instrument).
+    """
+    inst_id = instrument.strip().upper()
+    inst = config.instruments.get(inst_id)
+    if inst is None:
+        known = ", ".join(config.instruments)
+        raise InputFileError(f"{source}: unknown instrument {instrument!r} (registered: {known})")
+    mode: SizingMode = sizing_mode or config.portfolio.sizing_mode
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputFileError(f"{source}: empty file (no header row)") from None
+    columns = _columns(header, source)
+
+    errors: list[InputError] = []
+    warnings: list[InputError] = []
+    entry_rows: list[_Row] = []
+    exit_rows: list[_Row] = []
+    open_trades: set[str] = set()
+    counts = dict.fromkeys(("rows", "open_exits", "short_rows", "other_rows"), 0)
+    width = max(columns.values()) + 1
+    for cells in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in cells):
+            continue  # a blank line is not a row
+        counts["rows"] += 1
+        if len(cells) < width:
+            cells = cells + [""] * (width - len(cells))
+        kind = cells[columns["type"]].strip().lower()
+        trade = cells[columns["trade"]].strip()
+        if kind.startswith(("entry short", "exit short")):
+            counts["short_rows"] += 1
+            errors.append(
+                InputError(
+                    source,
+                    line,
+                    "unsupported_direction",
+                    f"Short trades are not supported: {cells[columns['type']].strip()!r}",
+                )
+            )
+            continue
+        is_entry = kind.startswith("entry long")
+        if not is_entry and not kind.startswith("exit long"):
+            counts["other_rows"] += 1
+            continue
+        head, row_meta = _split_comment(cells[columns["signal"]])
+        if not is_entry and head.lower() == "open":
+            counts["open_exits"] += 1
+            open_trades.add(trade)
+            continue
+        row = _Row(
+            line=line,
+            trade=trade,
+            trade_order=_trade_order(trade),
+            when=cells[columns["time"]].strip(),
+            head=head,
+            meta=row_meta,
+            price=cells[columns["price"]].strip(),
+            qty=_quantity(cells[columns["qty"]]),
+        )
+        (entry_rows if is_entry else exit_rows).append(row)
+
+    events: list[_Event] = []
+    label_of_trade: dict[str, str] = {}
+    group_of_trade: dict[str, int] = {}
+    failed_trades: set[str] = set()
+    group_trades: list[list[str]] = []
+    acc = {"entries": 0, "collapsed_entry_rows": 0, "entry_error_rows": 0}
+
+    # Entries: split trades share timestamp, type, label and price (domain 11.2).
+    groups: dict[tuple[str, bool, str, str], list[_Row]] = {}
+    for row in entry_rows:
+        label, pyramid = _entry_label(row.head, row.meta)
+        groups.setdefault((row.when, pyramid, label, row.price), []).append(row)
+    for (when, pyramid, label, price), rows in groups.items():
+        rows.sort(key=lambda r: r.trade_order)
+        first = rows[0]
+        trades = [r.trade for r in rows]
+        group_id = len(group_trades)
+        group_trades.append(trades)
+        for trade in trades:
+            group_of_trade[trade] = group_id
+            label_of_trade[trade] = label
+        if len(rows) > 1:
+            lots: int | None = sum(r.qty or 0 for r in rows)
+        else:
+            match = _LOTS_IN_HEAD.search(first.head)
+            lots = int(match.group(1)) if match else first.qty
+        meta = first.meta
+        problem: InputError | None = None
+        atr: str | float | None = meta.get("ATR")
+        if atr is None:
+            if mode == "tom_basso":
+                problem = InputError(
+                    source,
+                    first.line,
+                    "missing_atr",
+                    "Entry has no ATR in its Signal comment; tom_basso sizing needs it "
+                    "(use as_signalled sizing for a plain export)",
+                    "atr",
+                )
+            else:
+                atr = inst.fallback_atr
+                warnings.append(
+                    InputError(
+                        source,
+                        first.line,
+                        "atr_fallback",
+                        f"ATR missing; fallback ATR {format_float(inst.fallback_atr)} used",
+                        "atr",
+                    )
+                )
+        if problem is None and mode == "as_signalled" and (lots is None or lots <= 0):
+            problem = InputError(
+                source,
+                first.line,
+                "missing_lots",
+                "Entry has no lots in its head (nL) or Position size (qty)",
+                "lots",
+            )
+        if problem is not None:
+            errors.append(problem)
+            failed_trades.update(trades)
+            acc["entry_error_rows"] += len(rows)
+            continue
+        stop = meta.get("STOP", 0)
+        payload: dict[str, Any] = {
+            "type": "PYRAMID" if pyramid else "BASE_ENTRY",
+            "instrument": inst_id,
+            "position": label,
+            "price": price,
+            "stop": stop,
+            "lots": lots if lots is not None else 0,
+            "atr": atr,
+            "er": meta.get("ER", 1.0),
+            "supertrend": meta.get("ST", stop),
+            "timestamp": when,
+        }
+        result = validate(payload, config)
+        if not isinstance(result, Signal):
+            errors.extend(_field_errors(source, first.line, result))
+            failed_trades.update(trades)
+            acc["entry_error_rows"] += len(rows)
+            continue
+        acc["entries"] += 1
+        acc["collapsed_entry_rows"] += len(rows) - 1
+        events.append(
+            _Event(
+                (instant_us(result.timestamp), 1, first.trade_order),
+                SourcedSignal(result, source, first.line),
+            )
+        )
+
+    # Exits: per entry group, rows at one timestamp collapse; the group's last exit closes
+    # what remains (lots 0) unless one of its trades is still open at the end of the test.
+    exit_acc = {"exits": 0, "collapsed_exit_rows": 0, "exit_error_rows": 0, "after_error": 0}
+    exit_groups: dict[tuple[str, str], list[_Row]] = {}
+    group_key_of: dict[str, str] = {}
+    for row in exit_rows:
+        if row.trade in failed_trades:
+            exit_acc["after_error"] += 1
+            continue
+        group_id_or_none = group_of_trade.get(row.trade)
+        group_key = f"g{group_id_or_none}" if group_id_or_none is not None else f"t{row.trade}"
+        group_key_of[row.trade] = group_key
+        exit_groups.setdefault((group_key, row.when), []).append(row)
+    by_group: dict[str, list[tuple[tuple[int, str, tuple[int, str]], str, list[_Row]]]] = {}
+    for (group_key, when), rows in exit_groups.items():
+        rows.sort(key=lambda r: r.trade_order)
+        instant = _instant_or_none(when, config)
+        order = (instant if instant is not None else 0, when, rows[0].trade_order)
+        by_group.setdefault(group_key, []).append((order, when, rows))
+    for group_key, collapsed in by_group.items():
+        collapsed.sort(key=lambda item: item[0])
+        if group_key.startswith("g"):
+            trades = group_trades[int(group_key[1:])]
+        else:
+            trades = [group_key[1:]]
+        still_open = any(t in open_trades for t in trades)
+        for index, (_order, when, rows) in enumerate(collapsed):
+            first = rows[0]
+            last = index == len(collapsed) - 1
+            if last and not still_open:
+                lots = 0
+            else:
+                lots = sum(r.qty or 0 for r in rows)
+            meta = first.meta
+            label = meta.get("POS") or label_of_trade.get(first.trade, "Long_1")
+            stop = meta.get("STOP", 0)
+            payload = {
+                "type": "EXIT",
+                "instrument": inst_id,
+                "position": label,
+                "price": first.price,
+                "stop": stop,
+                "lots": lots,
+                "atr": meta.get("ATR", 0),
+                "er": meta.get("ER", 1.0),
+                "supertrend": meta.get("ST", stop),
+                "timestamp": when,
+                "reason": first.head or "EXIT",
+            }
+            result = validate(payload, config)
+            if not isinstance(result, Signal):
+                errors.extend(_field_errors(source, first.line, result))
+                exit_acc["exit_error_rows"] += len(rows)
+                continue
+            exit_acc["exits"] += 1
+            exit_acc["collapsed_exit_rows"] += len(rows) - 1
+            events.append(
+                _Event(
+                    (instant_us(result.timestamp), 0, first.trade_order),
+                    SourcedSignal(result, source, first.line),
+                )
+            )
+
+    events.sort(key=lambda e: e.sort_key)
+    errors.sort(key=lambda e: e.line)
+    warnings.sort(key=lambda e: e.line)
+    account = CsvAccount(
+        rows=counts["rows"],
+        entry_rows=len(entry_rows),
+        exit_rows=len(exit_rows),
+        open_exits=counts["open_exits"],
+        short_rows=counts["short_rows"],
+        other_rows=counts["other_rows"],
+        entries=acc["entries"],
+        exits=exit_acc["exits"],
+        collapsed_entry_rows=acc["collapsed_entry_rows"],
+        collapsed_exit_rows=exit_acc["collapsed_exit_rows"],
+        entry_error_rows=acc["entry_error_rows"],
+        exit_error_rows=exit_acc["exit_error_rows"],
+        exits_after_entry_error=exit_acc["after_error"],
+    )
+    return ParsedInput(
+        tuple(e.signal for e in events),
+        tuple(errors),
+        tuple(warnings),
+        {source: account},
+    )
+
+
+def _columns(header: Sequence[str], source: str) -> dict[str, int]:
+    names = [h.strip() for h in header]
+    wanted = {
+        "trade": "Trade #",
+        "type": "Type",
+        "time": "Date/Time",
+        "signal": "Signal",
+        "qty": "Position size (qty)",
+    }
+    found: dict[str, int] = {}
+    missing: list[str] = []
+    for key, name in wanted.items():
+        if name in names:
+            found[key] = names.index(name)
+        else:
+            missing.append(name)
+    price = next((i for i, n in enumerate(names) if n.startswith("Price ")), None)
+    if price is None:
+        missing.append("Price <currency>")
+    else:
+        found["price"] = price
+    if missing:
+        raise InputFileError(
+            f"{source}: not a TradingView List of Trades export (missing columns: "
+            f"{', '.join(missing)})"
+        )
+    return found
