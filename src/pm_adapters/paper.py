@@ -287,29 +287,29 @@ class PaperBroker:
         )
         net = self._nets.setdefault((order.exchange, order.symbol, order.product), _Net())
         delta = order.quantity if order.action == "BUY" else -order.quantity
-        self._realized += _apply(net, delta, price)
-
-
-def _apply(net: _Net, delta: int, price: Decimal) -> Decimal:
-    """Net a fill into a position; returns the P&L realized by any reduction."""
-    realized = Decimal(0)
-    if net.quantity == 0 or (net.quantity > 0) == (delta > 0):
-        total = net.quantity + delta
-        net.average_price = (net.average_price * abs(net.quantity) + price * abs(delta)) / abs(
-            total
+        net.quantity, net.average_price, realized = net_fill(
+            net.quantity, net.average_price, delta, price
         )
-        net.quantity = total
-        return realized
-    closing = min(abs(delta), abs(net.quantity))
-    direction = 1 if net.quantity > 0 else -1
-    realized = (price - net.average_price) * closing * direction
-    remaining = net.quantity + delta
+        self._realized += realized
+
+
+def net_fill(
+    quantity: int, average_price: Decimal, delta: int, price: Decimal
+) -> tuple[int, Decimal, Decimal]:
+    """Net a signed fill into a position: (new quantity, new average, realized P&L)."""
+    if quantity == 0 or (quantity > 0) == (delta > 0):
+        total = quantity + delta
+        average = (average_price * abs(quantity) + price * abs(delta)) / abs(total)
+        return total, average, Decimal(0)
+    closing = min(abs(delta), abs(quantity))
+    direction = 1 if quantity > 0 else -1
+    realized = (price - average_price) * closing * direction
+    remaining = quantity + delta
     if remaining == 0:
-        net.average_price = Decimal(0)
-    elif (remaining > 0) != (net.quantity > 0):
-        net.average_price = price  # flipped: the rest opened at this fill
-    net.quantity = remaining
-    return realized
+        average_price = Decimal(0)
+    elif (remaining > 0) != (quantity > 0):
+        average_price = price  # flipped: the rest opened at this fill
+    return remaining, average_price, realized
 
 
 def _validate(order: OrderRequest) -> str | None:
