@@ -1,0 +1,44 @@
+"""Database-only leader election: the fence's conditional UPDATE alone is the election."""
+
+from __future__ import annotations
+
+import contextlib
+
+from pm_adapters.sql.fence import SqlFence
+from pm_core.errors import DatabaseUnavailable
+from pm_core.ports import Lease
+
+
+class SqlLeaderElection:
+    """LeaderElection on leader_fence (service.md 3, 4): expiry judged by the database clock."""
+
+    def __init__(
+        self,
+        fence: SqlFence,
+        instance_id: str,
+        *,
+        lease_ms: int = 2700,
+        mode: str = "database-only",
+    ) -> None:
+        if lease_ms <= 0:
+            raise ValueError("PM_LEADER_LEASE_MS must be positive")
+        self.fence = fence
+        self.instance_id = instance_id
+        self.lease_ms = lease_ms
+        self.mode = mode
+
+    def try_acquire(self) -> Lease | None:
+        state = self.fence.state()
+        if state.live and state.holder != self.instance_id:
+            return None
+        epoch = self.fence.acquire(self.instance_id, self.lease_ms, mode=self.mode)
+        return None if epoch is None else Lease(epoch, self.instance_id)
+
+    def renew(self, lease: Lease) -> bool:
+        # A database failure is not a lost lease: the caller retries until lease - renew.
+        return self.fence.renew(lease.holder, lease.epoch, self.lease_ms)
+
+    def resign(self, lease: Lease) -> None:
+        # If the database is down the lease simply lapses on the database clock.
+        with contextlib.suppress(DatabaseUnavailable):
+            self.fence.release(lease.holder, lease.epoch, "resigned")
