@@ -235,6 +235,10 @@ def _anchor(snapshot: PortfolioSnapshot, draft: _Draft, instrument: str) -> Posi
         return None
     for p in draft.positions:
         if p.id == state.base_position_id:
+            # An anchor closing whole (a stop hit found while marking) no longer anchors.
+            pending = p.pending_exit
+            if pending is not None and pending.lots >= p.lots:
+                return None
             return p
     return None
 
@@ -716,6 +720,11 @@ def _fill_price(
     return None, None, None
 
 
+def _opens_last(snapshot: PortfolioSnapshot, position_id: int) -> int:
+    position = snapshot.position_by_id(position_id)
+    return 1 if position is not None and position.status == "pending_open" else 0
+
+
 def apply_fills(
     snapshot: PortfolioSnapshot,
     intents: Sequence[OrderIntent],
@@ -740,7 +749,9 @@ def apply_fills(
     def bump(name: str) -> None:
         stats[name] = stats.get(name, 0) + 1
 
-    for position_id, group in by_position.items():
+    # Closes settle before opens so that a cleared anchor is never resurrected by a pyramid.
+    ordered = sorted(by_position.items(), key=lambda kv: _opens_last(snapshot, kv[0]))
+    for position_id, group in ordered:
         position = snapshot.position_by_id(position_id)
         if position is None:
             continue
@@ -771,11 +782,11 @@ def apply_fills(
                     pe_entry_price=pe_px,
                 )
             )
-            if not position.is_base_position:
-                state = snapshot.pyramiding.get(position.instrument)
+            state = snapshot.pyramiding.get(position.instrument)
+            cleared = position.instrument in pyramiding and pyramiding[position.instrument] is None
+            if not position.is_base_position and state is not None and not cleared:
                 pyramiding[position.instrument] = PyramidingState(
-                    state.base_position_id if state else position.anchor_base_id,
-                    position.entry_price,
+                    state.base_position_id, position.entry_price
                 )
             bump(f"{kind}_executed")
             own_ok += 1
