@@ -13,6 +13,7 @@ from pm_core.calendar import (
     Contract,
     format_expiry,
     futures_symbol,
+    is_session_open,
     month_key,
     next_contract,
     option_symbol,
@@ -25,9 +26,11 @@ from pm_core.model import (
     EquityUpdate,
     LedgerEntry,
     Leg,
+    OrderIntent,
     Position,
     Quote,
 )
+from pm_core.orders import child_order_id, client_order_id, split_quantity
 
 
 def to_decimal(value: float | int | Decimal | str) -> Decimal:
@@ -675,3 +678,70 @@ def legs_held(position: Position, inst: InstrumentConfig) -> tuple[HeldLeg, ...]
                 signed = new_qty if action == "BUY" else -new_qty
                 held.append(HeldLeg(inst.exchange, symbol, leg, signed))
     return tuple(held)
+
+
+# --------------------------------------------------------------------------- running a roll
+
+
+def roll_blocker(
+    inst: InstrumentConfig, now: dt.datetime, config: DomainConfig, *, scheduled: bool
+) -> Code | None:
+    """Why no roll step may run now (``outside_market_hours``), or None when it may.
+
+    Scheduled runs also need enable_auto_rollover; manual rolls ignore it.
+    """
+    if scheduled and not config.portfolio.enable_auto_rollover:
+        return Code("auto_rollover_disabled", {"instrument": inst.id})
+    if not is_session_open(inst, now, config):
+        return outside_market_hours(inst.id)
+    return None
+
+
+def roll_group_id(position: Position, roll_no: int | None = None) -> str:
+    """Fingerprint part and group id of a roll's intents: ``r<position id>.<roll no>``."""
+    number = position.rollover_count + 1 if roll_no is None else roll_no
+    return f"r{position.id}.{number}"
+
+
+def roll_intents(
+    inst: InstrumentConfig,
+    plan: RollPlan,
+    step: RollStep,
+    group_id: str,
+    attempt: int = 1,
+    limit_price: Decimal | None = None,
+) -> tuple[OrderIntent, ...]:
+    """Intents of one roll step: LIMIT at ``limit_price`` (default P_0), split above the freeze.
+
+    The step number is the label number of the client order id (architecture 4.1).
+    """
+    price = limit_price if limit_price is not None else step.p0
+    if price is None:
+        raise ValueError(f"{step.name}: no limit price (no LTP for {step.symbol})")
+    lot_size = plan.new_lot_size if step.opens else plan.old_lot_size
+    unit = lot_size if inst.order_quantity_unit == "units" else 1
+    parent = client_order_id(group_id, step.step, step.leg, attempt)
+    slices = split_quantity(step.quantity, inst.freeze_quantity, unit)
+    ref = float(step.ltp) if step.ltp is not None else float(price)
+    return tuple(
+        OrderIntent(
+            client_order_id=parent if len(slices) == 1 else child_order_id(parent, n),
+            origin="rollover",
+            position_id=plan.position_id,
+            leg=step.leg,
+            seq=step.step,
+            attempt=attempt,
+            symbol=step.symbol,
+            exchange=step.exchange,
+            action=step.action,
+            product=inst.product,
+            pricetype="LIMIT",
+            quantity=qty,
+            lots=qty // unit,
+            ref_price=ref,
+            group_id=group_id,
+            limit_price=price,
+            instrument=inst.id,
+        )
+        for n, qty in enumerate(slices, start=1)
+    )

@@ -19,6 +19,7 @@ from pm_core.model import Action, Code, EquityUpdate, Position, Quote
 
 BN = default_config().instrument("BANK_NIFTY")
 NOW = dt.datetime(2026, 1, 2, 10, tzinfo=dt.UTC)
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
 @pytest.mark.parametrize(
@@ -408,3 +409,41 @@ def test_reselect_strike_only_before_new_ce() -> None:
 def test_no_reference_price_starts_nothing() -> None:
     code = rollover.plan_roll(bn_position(), bn35(), {})
     assert isinstance(code, Code) and code.code == "no_reference_price"
+
+
+def test_roll_blocker_market_hours_and_auto_switch() -> None:
+    config = bn35()
+    bn = config.instrument("BANK_NIFTY")
+    open_at = dt.datetime(2025, 12, 15, 10, 0, tzinfo=IST)
+    closed_at = dt.datetime(2025, 12, 15, 15, 30, 1, tzinfo=IST)
+    assert rollover.roll_blocker(bn, open_at, config, scheduled=True) is None
+    blocked = rollover.roll_blocker(bn, closed_at, config, scheduled=False)
+    assert blocked is not None and blocked.code == "outside_market_hours"
+    off = attrs.evolve(config, portfolio=PortfolioConfig(enable_auto_rollover=False))
+    assert rollover.roll_blocker(bn, open_at, off, scheduled=False) is None
+    auto = rollover.roll_blocker(bn, open_at, off, scheduled=True)
+    assert auto is not None and auto.code == "auto_rollover_disabled"
+
+
+def test_roll_intents_use_roll_ids_and_limit_prices() -> None:
+    config = bn35()
+    position = bn_position(rollover_count=2)
+    plan = bn_plan(position, config)
+    group = rollover.roll_group_id(position)
+    assert group == "r7.3"
+    (first,) = rollover.roll_intents(config.instrument("BANK_NIFTY"), plan, plan.steps[0], group)
+    assert (first.client_order_id, first.origin, first.pricetype, first.limit_price) == (
+        "pm-r7.3-1-PE-1",
+        "rollover",
+        "LIMIT",
+        Decimal("150.40"),
+    )
+    assert (first.action, first.quantity, first.lots, first.group_id) == ("BUY", 105, 3, "r7.3")
+    frozen = attrs.evolve(config.instrument("BANK_NIFTY"), freeze_quantity=70)
+    children = rollover.roll_intents(
+        frozen, plan, plan.steps[3], group, attempt=2, limit_price=Decimal("590.00")
+    )
+    assert [(c.client_order_id, c.quantity, c.lots, c.limit_price) for c in children] == [
+        ("pm-r7.3-4-PE-2.1", 70, 2, Decimal("590.00")),
+        ("pm-r7.3-4-PE-2.2", 35, 1, Decimal("590.00")),
+    ]
