@@ -1,0 +1,817 @@
+"""The SQL UnitOfWork (PostgreSQL 15+ via psycopg 3, SQLite) over SQLAlchemy Core.
+
+Isolation (service.md 6): ``signal`` units run READ COMMITTED (SQLite ``BEGIN IMMEDIATE``),
+``rollover``/``repair`` SERIALIZABLE, read-only units REPEATABLE READ READ ONLY (SQLite a
+deferred read). ``portfolio.lock()`` takes ``FOR UPDATE`` on the single portfolio row; every
+UPDATE of a versioned row carries ``WHERE version = :read`` and bumps it. Driver errors leave
+as PmError leaves (``StaleVersionError``, ``DatabaseUnavailable``, ``CommitUnknown``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Engine
+
+from pm_adapters.memory.uow import (
+    LIVE,
+    STATISTIC_NAMES,
+    TERMINAL_SIGNAL,
+    check_intent_data,
+    check_statistics,
+    finish_state,
+)
+from pm_adapters.sql import rows as rowconv
+from pm_adapters.sql.retry import translate
+from pm_adapters.sql.tables import (
+    equity_ledger,
+    instrument_blocks,
+    leader_fence,
+    order_intents,
+    portfolio_positions,
+    portfolio_state,
+    position_trades,
+    pyramiding_state,
+    signal_log,
+    trading_statistics,
+)
+from pm_core.errors import (
+    ClaimLost,
+    DuplicateKey,
+    FencedError,
+    NotInitialised,
+    StaleVersionError,
+)
+from pm_core.model import (
+    Block,
+    ChangeSet,
+    Decision,
+    Mark,
+    OrderIntent,
+    PortfolioSnapshot,
+    Position,
+    PyramidingState,
+    RecordedSignal,
+    RecordedSignals,
+    Signal,
+    instant_us,
+)
+from pm_core.ports import (
+    TERMINAL_INTENT_STATES,
+    Claimed,
+    ClaimResult,
+    Existing,
+    Fence,
+    IntentState,
+    LeaderFence,
+    SignalFence,
+    SignalState,
+    StoredIntent,
+    StoredSignal,
+    TxKind,
+)
+
+UTC = dt.UTC
+_LIVE = tuple(sorted(LIVE))
+_NON_TERMINAL_INTENTS = (
+    "pending",
+    "sending",
+    "accepted",
+    "partially_filled",
+    "unknown",
+    "ambiguous",
+)
+_NOT_INIT = "portfolio_state row missing: run `pm init [--capital <amount>]`"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+class SqlUnitOfWorkFactory:
+    """Begins SQL units of work on one Engine (the caller owns the engine's lifetime)."""
+
+    def __init__(self, engine: Engine, *, now: Callable[[], dt.datetime] = _utcnow) -> None:
+        self.engine = engine
+        self.now = now
+        self.dialect = engine.dialect.name
+        self.url = engine.url.render_as_string(hide_password=False)
+
+    def begin(self, kind: TxKind = "signal", *, read_only: bool = False) -> SqlUnitOfWork:
+        """A new unit of work of this kind (the connection is taken on first use)."""
+        return SqlUnitOfWork(self, kind, read_only)
+
+    def initialise(self, capital: float) -> bool:
+        """Create the portfolio row, fence row and zeroed counters; True if the row was new."""
+        with self.begin() as uow:
+            conn = uow.conn
+            exists = conn.execute(
+                sa.select(portfolio_state.c.id).where(portfolio_state.c.id == 1)
+            ).first()
+            if exists is not None:
+                return False
+            conn.execute(
+                portfolio_state.insert().values(
+                    id=1,
+                    initial_capital=capital,
+                    closed_equity=capital,
+                    equity_high=capital,
+                    version=1,
+                    updated_at=self.now(),
+                )
+            )
+            uow.upsert(leader_fence, {"id": 1, "epoch": 0}, ["id"], {})
+            for name in sorted(STATISTIC_NAMES):
+                uow.upsert(trading_statistics, {"name": name, "value": 0.0}, ["name"], {})
+            uow.commit()
+            return True
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+class SqlUnitOfWork:
+    """One database transaction: rolls back unless ``commit()`` is called."""
+
+    def __init__(self, factory: SqlUnitOfWorkFactory, kind: TxKind, read_only: bool) -> None:
+        self.factory = factory
+        self.kind = kind
+        self.read_only = read_only
+        self.id_map: dict[int, int] = {}
+        self._conn: sa.Connection | None = None
+        self._tx: sa.RootTransaction | None = None
+        self._closed = False
+        self.portfolio = _PortfolioRepo(self)
+        self.signals = _SignalRepo(self)
+        self.intents = _IntentRepo(self)
+        self.blocks = _BlockRepo(self)
+        self.statistics = _StatisticsRepo(self)
+        self.fence = _FenceRepo(self)
+
+    # -- transaction
+    def __enter__(self) -> SqlUnitOfWork:
+        self._start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._closed:
+            self.rollback()
+
+    @property
+    def is_pg(self) -> bool:
+        return self.factory.dialect == "postgresql"
+
+    def _start(self) -> sa.Connection:
+        if self._closed:
+            raise RuntimeError("this unit of work has ended")
+        if self._conn is not None:
+            return self._conn
+        try:
+            conn = self.factory.engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise translate(exc, self.factory.url) from exc
+        try:
+            if self.is_pg:
+                if self.read_only:
+                    conn = conn.execution_options(
+                        isolation_level="REPEATABLE READ", postgresql_readonly=True
+                    )
+                elif self.kind in ("rollover", "repair"):
+                    conn = conn.execution_options(isolation_level="SERIALIZABLE")
+                else:
+                    conn = conn.execution_options(isolation_level="READ COMMITTED")
+            else:
+                conn = conn.execution_options(
+                    pm_sqlite_begin="DEFERRED" if self.read_only else "IMMEDIATE"
+                )
+            self._tx = conn.begin()
+        except sa.exc.DBAPIError as exc:
+            conn.invalidate()
+            conn.close()
+            raise translate(exc, self.factory.url) from exc
+        self._conn = conn
+        return conn
+
+    @property
+    def conn(self) -> sa.Connection:
+        return self._start()
+
+    def x(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+        """Execute with driver errors translated to PmError leaves."""
+        conn = self._start()
+        try:
+            return conn.execute(statement, params)
+        except sa.exc.DBAPIError as exc:
+            raise translate(exc, self.factory.url) from exc
+
+    def upsert(
+        self,
+        table: sa.Table,
+        values: Mapping[str, Any],
+        keys: Sequence[str],
+        update: Mapping[str, Any],
+    ) -> None:
+        """INSERT ... ON CONFLICT (keys) DO UPDATE SET update (DO NOTHING if empty)."""
+        insert = (pg_dialect.insert if self.is_pg else sqlite_dialect.insert)(table).values(
+            **values
+        )
+        if update:
+            statement = insert.on_conflict_do_update(index_elements=list(keys), set_=dict(update))
+        else:
+            statement = insert.on_conflict_do_nothing(index_elements=list(keys))
+        self.x(statement)
+
+    def now(self) -> dt.datetime:
+        return self.factory.now()
+
+    def commit(self) -> None:
+        """Make every change of this unit durable."""
+        if self._closed:
+            raise RuntimeError("this unit of work has ended")
+        try:
+            if self._tx is not None:
+                self._tx.commit()
+        except sa.exc.DBAPIError as exc:
+            self._end()
+            raise translate(exc, self.factory.url, during_commit=True) from exc
+        self._end()
+
+    def rollback(self) -> None:
+        """Discard every change of this unit."""
+        try:
+            if self._tx is not None and self._tx.is_active:
+                self._tx.rollback()
+        except sa.exc.DBAPIError:
+            pass  # a dead connection has rolled back already
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        self._closed = True
+        if self._conn is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self._conn.close()
+            self._conn = None
+        self._tx = None
+
+
+# --------------------------------------------------------------------------- portfolio
+
+
+_P = portfolio_positions.c
+_POSITION_COLUMNS = [portfolio_positions.c[name] for name in rowconv.POSITION_FIELDS]
+
+
+def _real(id_map: Mapping[int, int], pid: int | None) -> int | None:
+    if pid is None or pid >= 0:
+        return pid
+    return id_map.get(pid, pid)
+
+
+class _PortfolioRepo:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self.uow = uow
+
+    def lock(self) -> PortfolioSnapshot:
+        return self._snapshot(lock=True)
+
+    def read(self) -> PortfolioSnapshot:
+        return self._snapshot(lock=False)
+
+    def _snapshot(self, *, lock: bool) -> PortfolioSnapshot:
+        uow = self.uow
+        q = sa.select(
+            portfolio_state.c.version,
+            portfolio_state.c.initial_capital,
+            portfolio_state.c.closed_equity,
+            portfolio_state.c.equity_high,
+        ).where(portfolio_state.c.id == 1)
+        if lock and not uow.read_only:
+            q = q.with_for_update()
+        row = uow.x(q).first()
+        if row is None:
+            raise NotInitialised(_NOT_INIT)
+        positions = tuple(
+            rowconv.position_from_row(r._mapping)
+            for r in uow.x(
+                sa.select(*_POSITION_COLUMNS).where(_P.status.in_(_LIVE)).order_by(_P.id)
+            )
+        )
+        pyramiding: dict[str, PyramidingState] = {}
+        marks: dict[str, Mark] = {}
+        for r in uow.x(sa.select(pyramiding_state).order_by(pyramiding_state.c.instrument)):
+            if r.base_position_id is not None or r.last_pyramid_price is not None:
+                pyramiding[r.instrument] = PyramidingState(r.base_position_id, r.last_pyramid_price)
+            if r.mark_price is not None:
+                marks[r.instrument] = Mark(r.mark_price, r.mark_atr, r.mark_ts)
+        blocks = {
+            r.instrument: Block(r.reason, r.since, r.detail or {})
+            for r in uow.x(sa.select(instrument_blocks).order_by(instrument_blocks.c.instrument))
+        }
+        return PortfolioSnapshot(
+            version=row.version,
+            initial_capital=row.initial_capital,
+            closed_equity=row.closed_equity,
+            equity_high=row.equity_high,
+            positions=positions,
+            pyramiding=pyramiding,
+            marks=marks,
+            blocks=blocks,
+            recorded=RecordedSignals(),
+            next_position_id=max((p.id for p in positions), default=0) + 1,
+        )
+
+    def save(self, changes: ChangeSet, expected_version: int) -> Mapping[int, int]:
+        uow = self.uow
+        now = uow.now()
+        values: dict[str, Any] = {"version": portfolio_state.c.version + 1, "updated_at": now}
+        if changes.portfolio is not None:
+            values["closed_equity"] = changes.portfolio.closed_equity
+            values["equity_high"] = changes.portfolio.equity_high
+        done = uow.x(
+            portfolio_state.update()
+            .where(portfolio_state.c.id == 1, portfolio_state.c.version == expected_version)
+            .values(**values)
+        )
+        if done.rowcount == 0:
+            found = uow.x(sa.select(portfolio_state.c.version)).scalar()
+            if found is None:
+                raise NotInitialised(_NOT_INIT)
+            raise StaleVersionError(
+                f"portfolio version {found} is not the expected {expected_version}"
+            )
+        id_map = uow.id_map
+        for p in sorted(changes.update, key=lambda p: p.id):  # lock order: by id
+            self._update_position(p, now)
+        forward: list[tuple[int, int]] = []
+        for p in changes.create:
+            anchor = _real(id_map, p.anchor_base_id)
+            if anchor is not None and anchor < 0:
+                forward.append((p.id, anchor))
+                anchor = None
+            id_map[p.id] = self._insert_position(p, anchor, now)
+        for placeholder, anchor in forward:
+            uow.x(
+                portfolio_positions.update()
+                .where(_P.id == id_map[placeholder])
+                .values(anchor_base_id=_real(id_map, anchor))
+            )
+        for inst in sorted(set(changes.pyramiding) | set(changes.marks)):
+            self._pyramiding(inst, changes, now)
+        if changes.close:
+            uow.x(
+                position_trades.insert(),
+                [
+                    {
+                        **rowconv.converter.unstructure(t),
+                        "position_id": _real(id_map, t.position_id),
+                    }
+                    for t in changes.close
+                ],
+            )
+        ledger = [e for e in changes.ledger if e.amount != 0]  # CHECK amount <> 0
+        if ledger:
+            uow.x(
+                equity_ledger.insert(),
+                [
+                    {
+                        "kind": e.kind,
+                        "amount": e.amount,
+                        "equity_after": e.equity_after,
+                        "position_id": _real(id_map, e.position_id),
+                        "note": e.note,
+                        "created_at": now,
+                    }
+                    for e in ledger
+                ],
+            )
+        for inst in sorted(changes.blocks):
+            block = changes.blocks[inst]
+            if block is None:
+                uow.blocks.clear(inst)
+            else:
+                uow.blocks.set(inst, block)
+        if changes.statistics:
+            uow.statistics.add(changes.statistics)
+        return {p.id: id_map[p.id] for p in changes.create}
+
+    def _position_values(self, p: Position, anchor: int | None) -> dict[str, Any]:
+        values = rowconv.position_values(p)
+        values.pop("id")
+        values.pop("version")
+        values["anchor_base_id"] = anchor
+        return values
+
+    def _insert_position(self, p: Position, anchor: int | None, now: dt.datetime) -> int:
+        values = self._position_values(p, anchor)
+        values["version"] = 1
+        values["created_at"] = now
+        values["updated_at"] = now
+        if p.opened_by_fingerprint is not None:
+            values["opened_by_signal_id"] = (
+                sa.select(signal_log.c.id)
+                .where(signal_log.c.fingerprint == p.opened_by_fingerprint)
+                .scalar_subquery()
+            )
+        new_id = self.uow.x(
+            portfolio_positions.insert().values(**values).returning(_P.id)
+        ).scalar_one()
+        return int(new_id)
+
+    def _update_position(self, p: Position, now: dt.datetime) -> None:
+        values = self._position_values(p, _real(self.uow.id_map, p.anchor_base_id))
+        values["version"] = _P.version + 1
+        values["updated_at"] = now
+        done = self.uow.x(
+            portfolio_positions.update()
+            .where(_P.id == p.id, _P.version == p.version)
+            .values(**values)
+        )
+        if done.rowcount == 0:
+            found = self.uow.x(sa.select(_P.version).where(_P.id == p.id)).scalar()
+            raise StaleVersionError(
+                f"position {p.id} version {found} is not the expected {p.version}"
+            )
+
+    def _pyramiding(self, inst: str, changes: ChangeSet, now: dt.datetime) -> None:
+        values: dict[str, Any] = {}
+        if inst in changes.pyramiding:
+            ps = changes.pyramiding[inst]
+            values["base_position_id"] = (
+                None if ps is None else _real(self.uow.id_map, ps.base_position_id)
+            )
+            values["last_pyramid_price"] = None if ps is None else ps.last_pyramid_price
+        mark = changes.marks.get(inst)
+        if mark is not None:
+            values.update(mark_price=mark.price, mark_atr=mark.atr, mark_ts=mark.ts)
+        update = {**values, "version": pyramiding_state.c.version + 1, "updated_at": now}
+        self.uow.upsert(
+            pyramiding_state,
+            {"instrument": inst, **values, "version": 1, "updated_at": now},
+            ["instrument"],
+            update,
+        )
+
+
+# --------------------------------------------------------------------------- signals
+
+_S = signal_log.c
+_SIGNAL_COLUMNS = (
+    _S.id,
+    _S.fingerprint,
+    _S.payload,
+    _S.received_at,
+    _S.status,
+    _S.owner_instance_id,
+    _S.claim_epoch,
+    _S.outcome,
+    _S.http_status,
+    _S.attention_required,
+)
+
+
+class _SignalRepo:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self.uow = uow
+
+    def claim(
+        self,
+        signal: Signal,
+        fingerprint: str,
+        received_at: dt.datetime,
+        owner: str,
+        claim_epoch: int = 1,
+    ) -> ClaimResult:
+        uow = self.uow
+        insert = (pg_dialect.insert if uow.is_pg else sqlite_dialect.insert)(signal_log)
+        statement = (
+            insert.values(
+                fingerprint=fingerprint,
+                instrument=signal.instrument,
+                signal_type=signal.type,
+                position_label=signal.position,
+                signal_ts=signal.timestamp,
+                received_at=received_at,
+                payload=rowconv.signal_payload(signal),
+                status="processing",
+                owner_instance_id=owner,
+                claim_epoch=claim_epoch,
+            )
+            .on_conflict_do_nothing(index_elements=["fingerprint"])
+            .returning(_S.id)
+        )
+        new_id = uow.x(statement).scalar()
+        if new_id is not None:
+            return Claimed(id=int(new_id), epoch=claim_epoch)
+        row = uow.x(
+            signal_log.update()
+            .where(_S.fingerprint == fingerprint)
+            .values(duplicate_count=_S.duplicate_count + 1, last_duplicate_at=uow.now())
+            .returning(_S.id, _S.status, _S.outcome, _S.http_status, _S.completed_at)
+        ).first()
+        if row is None:  # the conflicting row vanished (retention): the caller retries
+            raise StaleVersionError(f"signal {fingerprint[:16]} conflicted but is gone")
+        return Existing(
+            id=row.id,
+            status=row.status,
+            outcome=row.outcome,
+            http_status=row.http_status,
+            completed_at=row.completed_at,
+        )
+
+    def _owned_update(self, signal_id: int, epoch: int, values: Mapping[str, Any]) -> None:
+        done = self.uow.x(
+            signal_log.update().where(_S.id == signal_id, _S.claim_epoch == epoch).values(**values)
+        )
+        if done.rowcount == 0:
+            raise ClaimLost(f"signal {signal_id}: claim epoch {epoch} is no longer current")
+
+    def set_state(self, signal_id: int, state: SignalState, epoch: int) -> None:
+        if state not in TERMINAL_SIGNAL | {"queued", "processing"}:
+            raise ValueError(f"unknown signal state {state!r}")
+        values: dict[str, Any] = {"status": state}
+        if state in TERMINAL_SIGNAL:
+            values["completed_at"] = self.uow.now()
+        self._owned_update(signal_id, epoch, values)
+
+    def finish(
+        self, signal_id: int, decision: Decision, epoch: int, http_status: int = 200
+    ) -> None:
+        state = finish_state(decision)
+        record = decision.record()
+        self._owned_update(
+            signal_id,
+            epoch,
+            {
+                "status": state,
+                "outcome": record,
+                "reason_codes": [c.code for c in decision.codes],
+                "http_status": http_status,
+                "completed_at": self.uow.now(),
+            },
+        )
+
+    def mark_duplicate(self, signal_id: int, of_id: int, layer: str, epoch: int) -> None:
+        self._owned_update(
+            signal_id,
+            epoch,
+            {
+                "status": "duplicate",
+                "duplicate_layer": layer,
+                "duplicate_of_id": of_id,
+                "completed_at": self.uow.now(),
+            },
+        )
+
+    def near(
+        self, instrument: str, type_: str, label: str, instant: dt.datetime, window_s: float
+    ) -> Sequence[RecordedSignal]:
+        window = dt.timedelta(microseconds=round(window_s * 1_000_000))
+        at = instant.astimezone(UTC)
+        rows = self.uow.x(
+            sa.select(_S.id, _S.fingerprint, _S.signal_ts, _S.status)
+            .where(
+                _S.instrument == instrument,
+                _S.signal_type == type_,
+                _S.position_label == label,
+                _S.signal_ts >= at - window,
+                _S.signal_ts <= at + window,
+                _S.status != "duplicate",
+            )
+            .order_by(_S.id)
+        )
+        return [
+            RecordedSignal(
+                fingerprint=r.fingerprint,
+                instrument=instrument,
+                type=type_,
+                label=label,
+                instant_us=instant_us(r.signal_ts),
+                outcome=r.status,
+                signal_id=r.id,
+                timestamp=r.signal_ts,
+            )
+            for r in rows
+        ]
+
+    def _one(self, where: Any) -> StoredSignal | None:
+        row = self.uow.x(sa.select(*_SIGNAL_COLUMNS).where(where)).first()
+        return None if row is None else rowconv.stored_signal_from_row(row._mapping)
+
+    def get(self, signal_id: int) -> StoredSignal | None:
+        return self._one(_S.id == signal_id)
+
+    def by_fingerprint(self, fingerprint: str) -> StoredSignal | None:
+        return self._one(_S.fingerprint == fingerprint)
+
+    def oldest_queued(self, instrument: str) -> StoredSignal | None:
+        row = self.uow.x(
+            sa.select(*_SIGNAL_COLUMNS)
+            .where(_S.instrument == instrument, _S.status == "queued")
+            .order_by(_S.received_at, _S.id)
+            .limit(1)
+        ).first()
+        return None if row is None else rowconv.stored_signal_from_row(row._mapping)
+
+    def in_flight(self) -> Sequence[StoredSignal]:
+        rows = self.uow.x(
+            sa.select(*_SIGNAL_COLUMNS)
+            .where(_S.status.in_(("queued", "processing")))
+            .order_by(_S.received_at, _S.id)
+        )
+        return [rowconv.stored_signal_from_row(r._mapping) for r in rows]
+
+    def take_over(self, signal_id: int, seen_epoch: int, owner: str) -> int | None:
+        epoch = self.uow.x(
+            signal_log.update()
+            .where(_S.id == signal_id, _S.claim_epoch == seen_epoch)
+            .values(owner_instance_id=owner, claim_epoch=_S.claim_epoch + 1)
+            .returning(_S.claim_epoch)
+        ).scalar()
+        return None if epoch is None else int(epoch)
+
+
+# --------------------------------------------------------------------------- intents
+
+_I = order_intents.c
+
+
+class _IntentRepo:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self.uow = uow
+
+    def add(self, group: Sequence[OrderIntent], signal_id: int | None) -> Sequence[int]:
+        uow = self.uow
+        ids: list[int] = []
+        now = uow.now()
+        for intent in group:
+            values = rowconv.intent_values(intent)
+            values["position_id"] = _real(uow.id_map, intent.position_id)
+            if not intent.instrument:
+                values["instrument"] = sa.func.coalesce(
+                    sa.select(_P.instrument)
+                    .where(_P.id == values["position_id"])
+                    .scalar_subquery(),
+                    "",
+                )
+            values.update(signal_id=signal_id, state="pending", created_at=now, updated_at=now)
+            try:
+                new_id = uow.x(
+                    order_intents.insert().values(**values).returning(_I.id)
+                ).scalar_one()
+            except sa.exc.IntegrityError as exc:
+                if "client_order_id" in str(exc.orig):
+                    raise DuplicateKey(
+                        f"client_order_id {intent.client_order_id} already stored"
+                    ) from exc
+                raise
+            ids.append(int(new_id))
+        return ids
+
+    def claim(self, intent_id: int, owner: str, fence: Fence) -> StoredIntent | None:
+        uow = self.uow
+        values: dict[str, Any] = {
+            "state": "sending",
+            "attempts": _I.attempts + 1,
+            "sent_at": uow.now(),
+            "owner_instance_id": owner,
+            "version": _I.version + 1,
+            "updated_at": uow.now(),
+        }
+        if isinstance(fence, SignalFence):
+            q = sa.select(_S.claim_epoch).where(_S.id == fence.signal_id)
+            if uow.is_pg:
+                q = q.with_for_update(read=True)
+            epoch = uow.x(q).scalar()
+            if epoch != fence.claim_epoch:
+                raise ClaimLost(f"signal {fence.signal_id}: claim epoch {fence.claim_epoch} lost")
+        elif isinstance(fence, LeaderFence):
+            uow.fence.check(fence.epoch)
+            values["leader_epoch"] = fence.epoch
+        row = uow.x(
+            order_intents.update()
+            .where(_I.id == intent_id, _I.state == "pending")
+            .values(**values)
+            .returning(*order_intents.c)
+        ).first()
+        return None if row is None else rowconv.stored_intent_from_row(row._mapping)
+
+    def transition(
+        self,
+        intent_id: int,
+        from_state: IntentState,
+        to_state: IntentState,
+        data: Mapping[str, Any],
+    ) -> bool:
+        check_intent_data(data)
+        uow = self.uow
+        now = uow.now()
+        values: dict[str, Any] = {
+            **data,
+            "state": to_state,
+            "version": _I.version + 1,
+            "updated_at": now,
+        }
+        if to_state in TERMINAL_INTENT_STATES and "resolved_at" not in data:
+            values["resolved_at"] = now
+        try:
+            done = uow.x(
+                order_intents.update()
+                .where(_I.id == intent_id, _I.state == from_state)
+                .values(**values)
+            )
+        except sa.exc.IntegrityError as exc:
+            raise DuplicateKey(
+                f"broker order id {data.get('broker_order_id')} is already bound"
+            ) from exc
+        return done.rowcount > 0
+
+    def get(self, intent_id: int) -> StoredIntent | None:
+        row = self.uow.x(sa.select(order_intents).where(_I.id == intent_id)).first()
+        return None if row is None else rowconv.stored_intent_from_row(row._mapping)
+
+    def _many(self, where: Any, *order: Any) -> Sequence[StoredIntent]:
+        rows = self.uow.x(sa.select(order_intents).where(where).order_by(*order))
+        return [rowconv.stored_intent_from_row(r._mapping) for r in rows]
+
+    def for_signal(self, signal_id: int) -> Sequence[StoredIntent]:
+        return self._many(_I.signal_id == signal_id, _I.seq, _I.id)
+
+    def open_for(self, instrument: str) -> Sequence[StoredIntent]:
+        return self._many(
+            sa.and_(_I.instrument == instrument, _I.state.in_(_NON_TERMINAL_INTENTS)), _I.id
+        )
+
+    def unresolved(self) -> Sequence[StoredIntent]:
+        return self._many(_I.state.in_(_NON_TERMINAL_INTENTS), _I.id)
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+class _BlockRepo:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self.uow = uow
+
+    def get(self, instrument: str) -> Block | None:
+        row = self.uow.x(
+            sa.select(instrument_blocks).where(instrument_blocks.c.instrument == instrument)
+        ).first()
+        return None if row is None else Block(row.reason, row.since, row.detail or {})
+
+    def set(self, instrument: str, block: Block) -> None:
+        values = {
+            "reason": block.reason,
+            "since": block.since,
+            "detail": rowconv.jsonable(dict(block.detail)),
+        }
+        self.uow.upsert(
+            instrument_blocks,
+            {"instrument": instrument, **values, "version": 1},
+            ["instrument"],
+            {**values, "version": instrument_blocks.c.version + 1},
+        )
+
+    def clear(self, instrument: str) -> None:
+        self.uow.x(instrument_blocks.delete().where(instrument_blocks.c.instrument == instrument))
+
+
+class _StatisticsRepo:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self.uow = uow
+
+    def add(self, deltas: Mapping[str, float]) -> None:
+        check_statistics(deltas)
+        now = self.uow.now()
+        for name in sorted(deltas):  # a fixed order: no deadlocks between writers
+            delta = float(deltas[name])
+            self.uow.upsert(
+                trading_statistics,
+                {"name": name, "value": delta, "updated_at": now},
+                ["name"],
+                {"value": trading_statistics.c.value + delta, "updated_at": now},
+            )
+
+    def read(self) -> Mapping[str, float]:
+        rows = self.uow.x(sa.select(trading_statistics.c.name, trading_statistics.c.value))
+        return {r.name: float(r.value) for r in rows}
+
+
+class _FenceRepo:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self.uow = uow
+
+    def check(self, epoch: int) -> None:
+        q = sa.select(leader_fence.c.epoch).where(leader_fence.c.id == 1)
+        if self.uow.is_pg:
+            q = q.with_for_update(read=True)
+        current = self.uow.x(q).scalar()
+        if current != epoch:
+            raise FencedError(f"leader epoch {epoch} is not the current {current}")
