@@ -1,0 +1,1 @@
+"""Application service: signal handling, recovery, runtime and leader jobs."""
