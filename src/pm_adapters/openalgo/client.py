@@ -375,6 +375,10 @@ class OpenAlgoBroker:
             return Ok(parse(body.get("data"))), False
         except parsing.BrokerParseError as exc:
             return ReadError("parse", self._redact(f"{endpoint}: {exc}")), False
+        except (ValueError, TypeError, AttributeError, ArithmeticError) as exc:
+            # A shape no parser anticipated is still a parse error, never a crash.
+            message = f"{endpoint}: unreadable data: {type(exc).__name__}: {exc}"
+            return ReadError("parse", self._redact(message)), False
 
     # ------------------------------------------------------------------ transport
 

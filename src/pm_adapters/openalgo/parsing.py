@@ -166,6 +166,8 @@ def order_status_row(
     row: Mapping[str, Any], today: Callable[[], dt.date], order_id: str | None = None
 ) -> OrderStatus:
     """One ``orderstatus`` data object or ``orderbook`` row."""
+    if not isinstance(row, Mapping):
+        raise BrokerParseError("order: expected an object")
     average = to_decimal(row.get("average_price"), "average_price")
     return OrderStatus(
         order_id=to_text(row, "orderid", order_id),
