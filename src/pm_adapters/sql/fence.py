@@ -97,12 +97,14 @@ class SqlFence:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._pg = engine.dialect.name == "postgresql"
-        with translate_db_errors(), engine.begin() as conn:
+        # With pm_adapters.sql.retry.create_engine, SQLite writers begin IMMEDIATE.
+        self._writer = engine.execution_options(pm_sqlite_begin="IMMEDIATE")
+        with translate_db_errors(), self._writer.begin() as conn:
             conn.execute(_ENSURE_ROW)
 
     def acquire(self, holder: str, lease_ms: int, *, mode: str = "database-only") -> int | None:
         """The conditional UPDATE of service.md 3: the new epoch, or None if someone holds it."""
-        with translate_db_errors(), self.engine.begin() as conn:
+        with translate_db_errors(), self._writer.begin() as conn:
             now = db_now(conn)
             if self._pg:
                 epoch = conn.execute(_PG_ACQUIRE, {"me": holder, "lease_ms": lease_ms}).scalar()
@@ -136,7 +138,7 @@ class SqlFence:
 
     def renew(self, holder: str, epoch: int, lease_ms: int) -> bool:
         """Push the expiry out; False (zero rows) means fenced: someone else holds it now."""
-        with translate_db_errors(), self.engine.begin() as conn:
+        with translate_db_errors(), self._writer.begin() as conn:
             now = db_now(conn)
             if self._pg:
                 count = conn.execute(
@@ -156,7 +158,7 @@ class SqlFence:
 
     def release(self, holder: str, epoch: int, reason: ReleaseReason = "resigned") -> None:
         """Give the fence up at once (holder NULL, expiry now); closes the history row."""
-        with translate_db_errors(), self.engine.begin() as conn:
+        with translate_db_errors(), self._writer.begin() as conn:
             now = db_now(conn)
             if self._pg:
                 conn.execute(_PG_RELEASE, {"me": holder, "mine": epoch})
@@ -171,7 +173,7 @@ class SqlFence:
 
     def close_history(self, epoch: int, reason: ReleaseReason) -> None:
         """Close the history row of ``epoch`` if it is still open."""
-        with translate_db_errors(), self.engine.begin() as conn:
+        with translate_db_errors(), self._writer.begin() as conn:
             self._close(conn, db_now(conn), epoch, reason)
 
     def state(self) -> FenceState:
@@ -189,13 +191,13 @@ class SqlFence:
 
     def check(self, epoch: int) -> None:
         """FencedError unless ``epoch`` is the current leader epoch."""
-        with translate_db_errors(), self.engine.begin() as conn:
+        with translate_db_errors(), self._writer.begin() as conn:
             check_fence(conn, epoch)
 
     @contextmanager
     def fenced(self, epoch: int) -> Iterator[sa.Connection]:
         """A transaction for a leader job, begun with the fence check; commits on success."""
-        with translate_db_errors(), self.engine.begin() as conn:
+        with translate_db_errors(), self._writer.begin() as conn:
             check_fence(conn, epoch)
             yield conn
 

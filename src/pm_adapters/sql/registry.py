@@ -44,9 +44,10 @@ class SqlInstanceRegistry:
             raise ValueError("PM_INSTANCE_STALE_S must be positive")
         self.engine = engine
         self.stale_s = stale_s
+        self._writer = engine.execution_options(pm_sqlite_begin="IMMEDIATE")
 
     def register(self, info: InstanceInfo) -> str:
-        with translate_db_errors(), self.engine.begin() as conn:
+        with translate_db_errors(), self._writer.begin() as conn:
             now = db_now(conn)
             conn.execute(
                 sa.insert(instance_metadata).values(
@@ -77,7 +78,7 @@ class SqlInstanceRegistry:
         if status not in INSTANCE_STATUSES:
             raise ValueError(f"unknown instance status {status!r}")
         m = instance_metadata.c
-        with translate_db_errors(), self.engine.begin() as conn:
+        with translate_db_errors(), self._writer.begin() as conn:
             now = db_now(conn)
             values: dict[str, object] = {"last_heartbeat": now, "status": status, "updated_at": now}
             if status in DEAD_STATUSES:
@@ -119,7 +120,7 @@ class SqlInstanceRegistry:
     def mark_crashed(self, instance_id: str) -> None:
         m = instance_metadata.c
         h = leadership_history.c
-        with translate_db_errors(), self.engine.begin() as conn:
+        with translate_db_errors(), self._writer.begin() as conn:
             now = db_now(conn)
             changed = conn.execute(
                 sa.update(instance_metadata)
