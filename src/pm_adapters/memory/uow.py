@@ -44,17 +44,25 @@ from pm_core.model import (
 )
 from pm_core.ports import (
     TERMINAL_INTENT_STATES,
+    BlockRepository,
     Claimed,
     ClaimResult,
     Existing,
     Fence,
+    FenceRepository,
+    IntentRepository,
     IntentState,
     LeaderFence,
+    PortfolioRepository,
     SignalFence,
+    SignalRepository,
     SignalState,
+    StatisticsRepository,
     StoredIntent,
     StoredSignal,
     TxKind,
+    UnitOfWork,
+    UnitOfWorkFactory,
 )
 
 UTC = dt.UTC
@@ -307,12 +315,12 @@ class MemoryUnitOfWork:
         self._holds_lock = False
         self._closed = False
         self.id_map: dict[int, int] = {}
-        self.portfolio = _PortfolioRepo(self)
-        self.signals = _SignalRepo(self)
-        self.intents = _IntentRepo(self)
-        self.blocks = _BlockRepo(self)
-        self.statistics = _StatisticsRepo(self)
-        self.fence = _FenceRepo(self)
+        self.portfolio: PortfolioRepository = _PortfolioRepo(self)
+        self.signals: SignalRepository = _SignalRepo(self)
+        self.intents: IntentRepository = _IntentRepo(self)
+        self.blocks: BlockRepository = _BlockRepo(self)
+        self.statistics: StatisticsRepository = _StatisticsRepo(self)
+        self.fence: FenceRepository = _FenceRepo(self)
 
     # -- transaction
     def __enter__(self) -> MemoryUnitOfWork:
@@ -787,3 +795,10 @@ def ledger_entries(factory: MemoryUnitOfWorkFactory) -> tuple[LedgerEntry, ...]:
 def trade_records(factory: MemoryUnitOfWorkFactory) -> tuple[Trade, ...]:
     """Every committed trade record."""
     return tuple(factory.store.state.trades)
+
+
+def _conforms(
+    factory: MemoryUnitOfWorkFactory, uow: MemoryUnitOfWork
+) -> tuple[UnitOfWorkFactory, UnitOfWork]:
+    """Static proof (mypy) that these classes implement the ports."""
+    return factory, uow

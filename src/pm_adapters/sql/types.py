@@ -30,6 +30,12 @@ class Money(sa.types.TypeDecorator[float]):
     impl = sa.Numeric(asdecimal=True)
     cache_ok = True
 
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        # SQLite: no Decimal coercion on the way out (it rounds to 10 digits).
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.Numeric(asdecimal=False))
+        return dialect.type_descriptor(sa.Numeric(asdecimal=True))
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
@@ -48,6 +54,11 @@ class Price(sa.types.TypeDecorator[Decimal]):
 
     impl = sa.Numeric(asdecimal=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.Numeric(asdecimal=False))
+        return dialect.type_descriptor(sa.Numeric(asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:

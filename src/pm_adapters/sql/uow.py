@@ -64,17 +64,25 @@ from pm_core.model import (
 )
 from pm_core.ports import (
     TERMINAL_INTENT_STATES,
+    BlockRepository,
     Claimed,
     ClaimResult,
     Existing,
     Fence,
+    FenceRepository,
+    IntentRepository,
     IntentState,
     LeaderFence,
+    PortfolioRepository,
     SignalFence,
+    SignalRepository,
     SignalState,
+    StatisticsRepository,
     StoredIntent,
     StoredSignal,
     TxKind,
+    UnitOfWork,
+    UnitOfWorkFactory,
 )
 
 UTC = dt.UTC
@@ -148,12 +156,12 @@ class SqlUnitOfWork:
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
         self._closed = False
-        self.portfolio = _PortfolioRepo(self)
-        self.signals = _SignalRepo(self)
-        self.intents = _IntentRepo(self)
-        self.blocks = _BlockRepo(self)
-        self.statistics = _StatisticsRepo(self)
-        self.fence = _FenceRepo(self)
+        self.portfolio: PortfolioRepository = _PortfolioRepo(self)
+        self.signals: SignalRepository = _SignalRepo(self)
+        self.intents: IntentRepository = _IntentRepo(self)
+        self.blocks: BlockRepository = _BlockRepo(self)
+        self.statistics: StatisticsRepository = _StatisticsRepo(self)
+        self.fence: FenceRepository = _FenceRepo(self)
 
     # -- transaction
     def __enter__(self) -> SqlUnitOfWork:
@@ -815,3 +823,10 @@ class _FenceRepo:
         current = self.uow.x(q).scalar()
         if current != epoch:
             raise FencedError(f"leader epoch {epoch} is not the current {current}")
+
+
+def _conforms(
+    factory: SqlUnitOfWorkFactory, uow: SqlUnitOfWork
+) -> tuple[UnitOfWorkFactory, UnitOfWork]:
+    """Static proof (mypy) that these classes implement the ports."""
+    return factory, uow
