@@ -220,6 +220,8 @@ class MemoryInstanceRegistry:
             record = store.instances.get(instance_id)
             if record is None:
                 raise KeyError(f"instance {instance_id!r} is not registered")
+            if record.status == "crashed":
+                return  # declared dead and taken over: it must restart under a new id
             record.last_heartbeat = store.clock.monotonic()
             record.status = status
             if status in DEAD_STATUSES:
