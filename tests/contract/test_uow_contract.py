@@ -83,7 +83,7 @@ def _sql(name: str, url: str) -> Backend:
     def set_fence(epoch: int) -> None:
         with engine.begin() as conn:
             conn.execute(sa.delete(leader_fence))
-            conn.execute(leader_fence.insert().values(id=1, epoch=epoch))
+            conn.execute(leader_fence.insert().values(id=1, epoch=epoch, holder="leader"))
 
     return Backend(name, factory, count, set_fence)
 

@@ -224,7 +224,7 @@ class _State:
 
     def __init__(self) -> None:
         self.portfolio: _Portfolio | None = None
-        self.fence_epoch = 0
+        self.fence_epoch: int | None = None  # None: no live leader holds the fence
         self.positions: dict[int, Position] = {}
         self.pyramiding: dict[str, _Pyramiding] = {}
         self.signals: dict[int, _SignalRow] = {}
@@ -257,7 +257,7 @@ class MemoryStore:
             return next(self.ids)
 
     @property
-    def fence_epoch(self) -> int:
+    def fence_epoch(self) -> int | None:
         """The leader fence epoch ``fence.check`` compares against."""
         return self.state.fence_epoch
 
@@ -278,8 +278,12 @@ class MemoryUnitOfWorkFactory:
         *,
         now: Callable[[], dt.datetime] = _utcnow,
         busy_timeout_s: float = 5.0,
+        fence_epoch: Callable[[], int | None] | None = None,
     ) -> None:
         self.store = store if store is not None else MemoryStore()
+        # Where fence.check reads the leader epoch (None = no live holder); by default the
+        # store's own value, or e.g. the memory LeaderElection's state.
+        self.fence_epoch = fence_epoch or (lambda: self.store.fence_epoch)
         self.now = now
         self.busy_timeout_s = busy_timeout_s
 
@@ -782,7 +786,7 @@ class _FenceRepo:
         self.uow = uow
 
     def check(self, epoch: int) -> None:
-        current = self.uow.state.fence_epoch
+        current = self.uow.factory.fence_epoch()
         if current != epoch:
             raise FencedError(f"leader epoch {epoch} is not the current {current}")
 

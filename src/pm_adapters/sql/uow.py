@@ -817,10 +817,11 @@ class _FenceRepo:
         self.uow = uow
 
     def check(self, epoch: int) -> None:
-        q = sa.select(leader_fence.c.epoch).where(leader_fence.c.id == 1)
+        q = sa.select(leader_fence.c.epoch, leader_fence.c.holder).where(leader_fence.c.id == 1)
         if self.uow.is_pg:
             q = q.with_for_update(read=True)
-        current = self.uow.x(q).scalar()
+        row = self.uow.x(q).first()
+        current = None if row is None or row.holder is None else row.epoch
         if current != epoch:
             raise FencedError(f"leader epoch {epoch} is not the current {current}")
 
