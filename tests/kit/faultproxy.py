@@ -146,6 +146,7 @@ class FaultProxy:
             except (TimeoutError, OSError):
                 continue
             client.settimeout(None)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._clients.add(client)
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
@@ -188,9 +189,14 @@ class FaultProxy:
 def _reset(sock: socket.socket) -> None:
     # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    _close_quietly(sock)
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 def _close_quietly(sock: socket.socket) -> None:
+    # shutdown() first: a bare close() from another thread leaves a blocked recv() holding
+    # the socket open, so the peer would not see the FIN.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()

@@ -60,6 +60,9 @@ class OpenAlgoSettings:
     backoff_jitter: float = 0.25  # fraction of each backoff step added at random
     max_modifications: int = 20
     pool_size: int = 10
+    # Below the server's idle keep-alive (gunicorn's default is 2 s): reusing a connection the
+    # server is closing turns a clean send into an Unknown outcome.
+    keepalive_expiry_s: float = 1.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OpenAlgoSettings:
@@ -164,7 +167,9 @@ class OpenAlgoBroker:
         self._modifications: dict[str, int] = {}
         self._modifications_lock = threading.Lock()
         limits = httpx.Limits(
-            max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size
+            max_connections=settings.pool_size,
+            max_keepalive_connections=settings.pool_size,
+            keepalive_expiry=settings.keepalive_expiry_s,
         )
         self._client = httpx.Client(
             base_url=settings.url.rstrip("/") + "/api/v1/",

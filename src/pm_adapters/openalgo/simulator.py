@@ -170,21 +170,25 @@ class Simulator:
     ) -> None:
         self.api_keys = frozenset(api_keys)
         self.lock = threading.RLock()
-        self.clock = SimClock()
-        self.mode = mode
-        self.rate_limit = rate_limit
         self.order_rate_limit = order_rate_limit
         self.read_rate_limit = read_rate_limit
         self.cash = cash
-        self.lot_sizes = dict(DEFAULT_LOT_SIZES if lot_sizes is None else lot_sizes)
-        self.quotes: dict[tuple[str, str], SimQuote] = {}
-        self.reset(seed)
+        self._initial = (
+            mode,
+            rate_limit,
+            dict(DEFAULT_LOT_SIZES if lot_sizes is None else lot_sizes),
+        )
+        self.seed = seed
+        self.reset()
 
     def reset(self, seed: int | None = None) -> None:
-        """Forget orders, trades, positions, calls, rules and quotes."""
+        """Back to the start: orders, trades, calls, rules, quotes, mode, clock all forgotten."""
         with self.lock:
             if seed is not None:
                 self.seed = seed
+            self.mode, self.rate_limit, lot_sizes = self._initial
+            self.lot_sizes = dict(lot_sizes)
+            self.clock = SimClock()
             self.rng = random.Random(self.seed)
             self.orders: dict[str, SimOrder] = {}
             self.trades: list[SimTrade] = []
@@ -192,7 +196,7 @@ class Simulator:
             self.realized = Decimal(0)
             self.calls: list[dict[str, Any]] = []
             self.rules: list[Rule] = []
-            self.quotes = {}
+            self.quotes: dict[tuple[str, str], SimQuote] = {}
             self.events: list[tuple[float, int, Callable[[], None]]] = []
             self.event_seq = itertools.count()
             self.order_seq = itertools.count(1)
@@ -1009,7 +1013,9 @@ def start_in_thread(host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> Ru
     import uvicorn
 
     app = create_app(**kwargs)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and without it every response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound = sock.getsockname()[1]
