@@ -7,6 +7,7 @@ everywhere they appear (pyramiding anchor, ``anchor_base_id``, intents).
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -118,7 +119,9 @@ class RecordedSignals:
     def __init__(self, refs: Iterable[RecordedSignal] = ()) -> None:
         self._log: list[RecordedSignal] = []
         self._fps: dict[str, int] = {}
-        self._by_key: dict[tuple[str, str, str], list[int]] = {}
+        # Per key: instants in ascending order and the log index of each, so the near-window
+        # check is a bisection, not a scan of every signal of the key (O(n^2) in a backtest).
+        self._by_key: dict[tuple[str, str, str], tuple[list[int], list[int]]] = {}
         self._count = 0
         for ref in refs:
             self._append(ref)
@@ -128,7 +131,19 @@ class RecordedSignals:
         index = len(self._log)
         self._log.append(ref)
         self._fps.setdefault(ref.fingerprint, index)
-        self._by_key.setdefault((ref.instrument, ref.type, ref.label), []).append(index)
+        key = (ref.instrument, ref.type, ref.label)
+        entry = self._by_key.get(key)
+        if entry is None:
+            self._by_key[key] = ([ref.instant_us], [index])
+            return
+        instants, indexes = entry
+        if not instants or ref.instant_us >= instants[-1]:
+            instants.append(ref.instant_us)
+            indexes.append(index)
+        else:
+            at = bisect.bisect_right(instants, ref.instant_us)
+            instants.insert(at, ref.instant_us)
+            indexes.insert(at, index)
 
     def __len__(self) -> int:
         return self._count
@@ -159,18 +174,20 @@ class RecordedSignals:
         self, instrument: str, type_: str, label: str, at_us: int, window_us: int
     ) -> RecordedSignal | None:
         """The first recorded signal of this key whose instant is within the window, inclusive."""
-        indexes = self._by_key.get((instrument, type_, label))
-        if not indexes:
+        entry = self._by_key.get((instrument, type_, label))
+        if entry is None:
             return None
-        log = self._log
-        # Newest first: in a time-ordered stream the match, if any, is almost always recent.
-        for index in reversed(indexes):
-            if index >= self._count:
-                continue
-            ref = log[index]
-            if abs(ref.instant_us - at_us) <= window_us:
-                return ref
-        return None
+        instants, indexes = entry
+        lo = bisect.bisect_left(instants, at_us - window_us)
+        hi = bisect.bisect_right(instants, at_us + window_us)
+        # Of the matches this view can see, the most recently recorded one.
+        best = -1
+        count = self._count
+        for k in range(lo, hi):
+            index = indexes[k]
+            if best < index < count:
+                best = index
+        return self._log[best] if best >= 0 else None
 
 
 # --------------------------------------------------------------------------- portfolio state
