@@ -1,0 +1,147 @@
+"""Database faults: PostgreSQL dies inside a unit of work; PostgreSQL down at start-up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from pm_adapters.sql.connect import connect
+from pm_adapters.sql.retry import DbSettings, RetryPolicy, create_engine, run_transaction
+from pm_adapters.sql.tables import metadata, signal_log
+from pm_adapters.sql.uow import SqlUnitOfWork, SqlUnitOfWorkFactory
+from pm_cli.db import init_command, migrate_command
+from pm_core.errors import DatabaseUnavailable
+from pm_core.model import ChangeSet, EquityUpdate, Signal
+from pm_core.ports import Claimed
+from tests.kit.postgres import PgServer, free_port
+
+pytestmark = pytest.mark.integration
+
+T0 = dt.datetime(2025, 11, 28, 10, 30, tzinfo=dt.UTC)
+SIG = Signal("BASE_ENTRY", "GOLD_MINI", "Long_1", 100.0, 90.0, 1, 2.0, 0.5, 95.0, T0)
+
+
+@pytest.fixture()
+def factory(pg_server: PgServer) -> Iterator[SqlUnitOfWorkFactory]:
+    url = pg_server.create_database("fault")
+    engine = create_engine(url, DbSettings(connect_timeout_s=2))
+    metadata.create_all(engine)
+    f = SqlUnitOfWorkFactory(engine)
+    f.initialise(1000.0)
+    try:
+        yield f
+    finally:
+        if not pg_server.is_running():
+            pg_server.start()
+        f.close()
+
+
+def _t1(uow: SqlUnitOfWork) -> int:
+    """A T1-shaped unit: claim, lock, save a small ChangeSet."""
+    claimed = uow.signals.claim(SIG, "c" * 64, T0, "inst-a")
+    assert isinstance(claimed, Claimed)
+    snap = uow.portfolio.lock()
+    uow.portfolio.save(
+        ChangeSet(portfolio=EquityUpdate(2000.0, 2000.0), statistics={"signals_received": 1}),
+        snap.version,
+    )
+    return claimed.id
+
+
+@pytest.mark.parametrize("when", ["before_commit", "mid_unit"])
+def test_server_stops_inside_a_unit_nothing_half_written(
+    pg_server: PgServer, factory: SqlUnitOfWorkFactory, when: str
+) -> None:
+    uow = factory.begin()
+    with uow, pytest.raises(DatabaseUnavailable):
+        if when == "mid_unit":
+            uow.signals.claim(SIG, "c" * 64, T0, "inst-a")
+            pg_server.stop("immediate")
+            uow.portfolio.lock()
+        else:
+            _t1(uow)
+            pg_server.stop("immediate")
+            uow.commit()
+    pg_server.start()
+    with factory.begin(read_only=True) as reader:
+        snap = reader.portfolio.read()
+        assert reader.signals.by_fingerprint("c" * 64) is None
+        assert reader.statistics.read()["signals_received"] == 0
+    assert (snap.version, snap.closed_equity) == (1, 1000.0)
+    # The pool's pre-ping drops the dead connections: the next attempt simply succeeds.
+    signal_id = run_transaction(factory, _t1, policy=RetryPolicy(budget_s=10))
+    with factory.begin(read_only=True) as reader:
+        snap = reader.portfolio.read()
+        stored = reader.signals.get(signal_id)
+    assert snap.version == 2 and snap.closed_equity == 2000.0 and stored is not None
+    with factory.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(signal_log)).scalar() == 1
+
+
+def test_retry_rides_out_a_restart(pg_server: PgServer, factory: SqlUnitOfWorkFactory) -> None:
+    """A transaction whose first attempt meets a dead server succeeds once it is back."""
+    pg_server.stop("fast")
+    attempts: list[int] = []
+
+    def sleep_then_restart(seconds: float) -> None:
+        if not pg_server.is_running():
+            pg_server.start()
+
+    signal_id = run_transaction(
+        factory,
+        _t1,
+        policy=RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05, budget_s=30),
+        sleep=sleep_then_restart,
+        on_retry=lambda exc, n: attempts.append(n),
+    )
+    assert attempts == [1] and signal_id > 0
+
+
+def test_start_with_server_down_backs_off_then_fails_clearly() -> None:
+    url = f"postgresql+psycopg://pm:hunter2@127.0.0.1:{free_port()}/pm"
+    slept: list[float] = []
+    with pytest.raises(DatabaseUnavailable) as info:
+        connect(url, DbSettings(connect_timeout_s=1), sleep=slept.append)
+    assert slept == [1.0, 2.0, 4.0]  # the documented default backoff
+    message = str(info.value)
+    assert message.startswith("database unreachable at postgresql+psycopg://pm@127.0.0.1:")
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize("command", [migrate_command, init_command])
+def test_cli_exits_3_when_database_is_down(command: object) -> None:
+    url = f"postgresql+psycopg://pm:hunter2@127.0.0.1:{free_port()}/pm"
+    env = {"PM_DB_CONNECT_BACKOFF": "0.01,0.02,0.04", "PM_DB_CONNECT_TIMEOUT_S": "1"}
+    result = CliRunner().invoke(command, ["--database-url", url], env=env)  # type: ignore[arg-type]
+    assert result.exit_code == 3, result.output
+    assert "database unreachable at postgresql+psycopg://pm@127.0.0.1:" in result.output
+    assert "hunter2" not in result.output
+    assert result.output.count("retry") == 3
+
+
+def test_pm_entry_point_exit_code_3() -> None:
+    url = f"postgresql+psycopg://pm:hunter2@127.0.0.1:{free_port()}/pm"
+    env = {**os.environ, "PM_DB_CONNECT_BACKOFF": "0.01", "PM_DB_CONNECT_RETRIES": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from pm_cli.main import cli; cli()",
+            "migrate",
+            "--database-url",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "database unreachable at" in proc.stderr and "hunter2" not in proc.stderr
