@@ -628,3 +628,31 @@ def test_fault_latency_beyond_the_order_timeout_is_unknown(
     result = sim.broker.place(order())
     assert isinstance(result, Unknown) and result.reason_code == "timeout"
     assert len(sim.state()["orders"]) == 1
+
+
+def test_quote_walk_is_reproducible_from_the_seed(sim: SimulatorHarness) -> None:
+    def walk() -> list[Decimal]:
+        sim.post("reset", {"seed": 5})
+        row = {"exchange": "NSE", "symbol": "SBIN", "ltp": "100", "walk_step": "0.05"}
+        sim.post("quotes", {"quotes": [row]})
+        prices = []
+        for _ in range(8):
+            result = sim.broker.quote("SBIN", "NSE")
+            assert isinstance(result, Ok)
+            prices.append(result.value.ltp)
+        return prices
+
+    first = walk()
+    assert walk() == first
+    assert len(set(first)) > 1
+
+
+def test_pm_simulate_broker_is_registered() -> None:
+    from click.testing import CliRunner
+
+    from pm_cli.main import cli
+
+    result = CliRunner().invoke(cli, ["simulate-broker", "--help"])
+    assert result.exit_code == 0
+    for option in ("--host", "--port", "--seed", "--api-key"):
+        assert option in result.output

@@ -710,3 +710,41 @@ def test_any_json_body_gives_a_result_never_an_exception(status: int, body: obje
         assert isinstance(read(), Ok | ReadError)
     assert isinstance(broker.quote("X", "NSE"), Ok | ReadError)
     assert isinstance(broker.order_status("1"), Ok | ReadError)
+
+
+def test_unsent_modifications_do_not_count_against_the_cap() -> None:
+    done = reply(body={"status": "success", "orderid": "1"})
+    broker, seen = make_broker(
+        [raising(httpx.ConnectError), raising(httpx.ConnectError), done], max_modifications=1
+    )
+    first, second = broker.modify("1", ORDER), broker.modify("1", ORDER)
+    assert isinstance(first, Definitive) and first.reason_code == "not_sent"
+    assert isinstance(second, Definitive) and second.reason_code == "not_sent"
+    assert isinstance(broker.modify("1", ORDER), Accepted)
+    capped = broker.modify("1", ORDER)
+    assert isinstance(capped, Definitive) and capped.reason_code == "max_modifications"
+    assert len(seen.requests) == 3
+
+
+def test_every_attempt_is_observed_and_a_failing_observer_changes_nothing() -> None:
+    observed: list[tuple[str, str]] = []
+
+    def observe(endpoint: str, outcome: str, seconds: float) -> None:
+        assert seconds >= 0
+        observed.append((endpoint, outcome))
+        raise RuntimeError("metrics backend down")
+
+    recorder = Recorder()
+    handlers = [raising(httpx.ReadTimeout), reply(body={"status": "success", "data": {}})]
+
+    def transport(request: httpx.Request) -> httpx.Response:
+        recorder.requests.append(("x", {}))
+        return handlers[len(recorder.requests) - 1](request)
+
+    broker = OpenAlgoBroker(
+        OpenAlgoSettings(url="http://openalgo.test", api_key=KEY, read_backoff_s=(0,)),
+        transport=httpx.MockTransport(transport),
+        observe=observe,
+    )
+    assert broker.order_book() == Ok([])
+    assert observed == [("orderbook", "timeout"), ("orderbook", "http_200")]

@@ -8,6 +8,7 @@ The API key is sent in the body only and is redacted from every message and repr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import random
@@ -157,8 +158,11 @@ class OpenAlgoBroker:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         today: Callable[[], dt.date] | None = None,
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        """``observe(endpoint, outcome, seconds)`` is told of every HTTP attempt (metrics)."""
         self.settings = settings
+        self._observe = observe
         self._rate = rate
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -209,7 +213,11 @@ class OpenAlgoBroker:
                 )
             self._modifications[order_id] = count + 1
         body = {"orderid": order_id, **self._order_body(order)}
-        return self._submit("modifyorder", body)
+        result = self._submit("modifyorder", body)
+        if isinstance(result, Definitive) and result.reason_code == "not_sent":
+            with self._modifications_lock:
+                self._modifications[order_id] -= 1  # never reached the broker: not a modification
+        return result
 
     def cancel(self, order_id: str, tag: str = "") -> SubmitResult:
         """``cancelorder``; retried like a read on 429, 5xx and transport faults (retry-safe)."""
@@ -397,20 +405,35 @@ class OpenAlgoBroker:
             write=read_timeout,
             pool=self.settings.connect_timeout_s,
         )
+        started = time.monotonic()
         try:
             response = self._client.post(
                 endpoint, content=json.dumps(payload).encode(), timeout=timeout
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            return _Failure("connect", False, self._fault(endpoint, "not sent", exc))
+            failure = _Failure("connect", False, self._fault(endpoint, "not sent", exc))
         except httpx.UnsupportedProtocol as exc:
-            return _Failure("connect", False, self._fault(endpoint, "bad url", exc))
+            failure = _Failure("connect", False, self._fault(endpoint, "bad url", exc))
         except httpx.TimeoutException as exc:
-            return _Failure("timeout", True, self._fault(endpoint, "timed out after send", exc))
+            failure = _Failure("timeout", True, self._fault(endpoint, "timed out after send", exc))
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
-            return _Failure("reset", True, self._fault(endpoint, "connection lost", exc))
+            failure = _Failure("reset", True, self._fault(endpoint, "connection lost", exc))
         except httpx.TransportError as exc:
-            return _Failure("protocol", True, self._fault(endpoint, "transport error", exc))
+            failure = _Failure("protocol", True, self._fault(endpoint, "transport error", exc))
+        else:
+            self._notify(endpoint, f"http_{response.status_code}", started)
+            return self._reply(response)
+        self._notify(endpoint, failure.kind, started)
+        return failure
+
+    def _notify(self, endpoint: str, outcome: str, started: float) -> None:
+        if self._observe is not None:
+            # Metrics must never break an order.
+            with contextlib.suppress(Exception):
+                self._observe(endpoint, outcome, time.monotonic() - started)
+
+    @staticmethod
+    def _reply(response: httpx.Response) -> _Reply:
         text = response.text
         try:
             parsed: Any = response.json()
