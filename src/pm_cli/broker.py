@@ -15,7 +15,21 @@ import click
     multiple=True,
     help="Accepted OpenAlgo API key (repeatable; default: test-key).",
 )
-def simulate_broker(host: str, port: int, seed: int, api_keys: tuple[str, ...]) -> None:
+@click.option(
+    "--rate-limit/--no-rate-limit",
+    default=False,
+    show_default=True,
+    help="Emulate OpenAlgo's 10/s order and 50/s read limits (429s).",
+)
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def simulate_broker(
+    host: str,
+    port: int,
+    seed: int,
+    api_keys: tuple[str, ...],
+    rate_limit: bool,
+    access_log: bool,
+) -> None:
     """Serve a fake OpenAlgo (REST v1 plus /_simulator/ controls) until interrupted."""
     # Imported here: production commands never load the simulator.
     from pm_adapters.openalgo.simulator import run_simulator
@@ -25,7 +39,14 @@ def simulate_broker(host: str, port: int, seed: int, api_keys: tuple[str, ...]) 
         f"OpenAlgo simulator on http://{host}:{port} (seed {seed}, {len(keys)} API key(s))",
         err=True,
     )
-    run_simulator(host=host, port=port, seed=seed, api_keys=keys)
+    run_simulator(
+        host=host,
+        port=port,
+        seed=seed,
+        api_keys=keys,
+        rate_limit=rate_limit,
+        access_log=access_log,
+    )
 
 
 COMMANDS: list[click.Command] = [simulate_broker]

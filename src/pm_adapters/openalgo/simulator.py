@@ -1034,10 +1034,17 @@ def start_in_thread(host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> Ru
 
 
 def run_simulator(
-    host: str = "127.0.0.1", port: int = 5099, seed: int = 42, api_keys: Iterable[str] = ()
+    host: str = "127.0.0.1",
+    port: int = 5099,
+    seed: int = 42,
+    api_keys: Iterable[str] = (),
+    *,
+    rate_limit: bool = False,
+    access_log: bool = False,
 ) -> None:
     """Serve the simulator in the foreground (``pm simulate-broker``)."""
     import uvicorn
 
     keys = tuple(api_keys) or ("test-key",)
-    uvicorn.run(create_app(seed=seed, api_keys=keys), host=host, port=port, log_level="info")
+    app = create_app(seed=seed, api_keys=keys, rate_limit=rate_limit)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
