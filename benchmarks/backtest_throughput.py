@@ -1,0 +1,276 @@
+"""Backtest throughput: seeded realistic signals through ``pm backtest --json`` and the fold.
+
+Generates N (default 100,000) webhook payloads for BANK_NIFTY and GOLD_MINI from a seeded
+random walk with a trend-following alert logic (base entries, pyramids on new highs, partial
+exits, trailing-stop exits per label or EXIT ALL, plus resends, stray exits and bad lines),
+writes them as JSONL to a temporary directory, then times:
+
+* end to end: ``pm backtest --json --capital C FILE`` as a subprocess (wall clock, output to
+  a file), i.e. interpreter start, imports, reading, validation, the fold and the JSON;
+* core: ``pm_core.backtest.run`` alone over already-parsed signals (best of --repeat).
+
+The last line printed is one JSON object with ``signals_per_s_end_to_end`` and
+``signals_per_s_core``. ``--profile`` prints the top of a cProfile of the core fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import io
+import json
+import math
+import os
+import pstats
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pm_core.backtest import parse_jsonl, run
+from pm_core.config import default_config
+
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+START = dt.datetime(2019, 1, 1, 9, 15, tzinfo=IST)
+
+# (instrument, start price, ATR as a fraction of price, initial stop ATR multiple, max labels)
+MARKETS = (
+    ("BANK_NIFTY", 27_000.0, 0.0067, 1.5, 6),
+    ("GOLD_MINI", 31_000.0, 0.0058, 1.0, 4),
+)
+
+
+class _Market:
+    """One instrument's simulated price and the alert logic of a trend-following strategy."""
+
+    def __init__(self, rng: random.Random, instrument: str, price: float, atr_frac: float,
+                 stop_mult: float, max_labels: int) -> None:  # fmt: skip
+        self.rng = rng
+        self.instrument = instrument
+        self.anchor = math.log(price)
+        self.log_price = self.anchor
+        self.atr_frac = atr_frac
+        self.stop_mult = stop_mult
+        self.max_labels = max_labels
+        self.labels: list[int] = []  # open label numbers, as the strategy believes
+        self.entry = 0.0
+        self.one_r = 0.0
+        self.trail = 0.0
+        self.high = 0.0
+        self.last_pyramid = 0.0
+
+    @property
+    def price(self) -> float:
+        return round(math.exp(self.log_price))
+
+    @property
+    def atr(self) -> float:
+        return round(self.price * self.atr_frac * self.rng.uniform(0.8, 1.25), 1)
+
+    def move(self) -> None:
+        # A random walk with a little drift and a weak pull back to the start, so prices stay
+        # plausible over years of bars.
+        pull = 0.0005 * (self.anchor + 0.35 - self.log_price)
+        self.log_price += self.rng.gauss(0.00005 + pull, 0.3 * self.atr_frac)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        price, atr, rng = self.price, self.atr, self.rng
+        er = round(rng.uniform(0.55, 1.0), 2)
+        if not self.labels:
+            if rng.random() < 0.25:
+                stop = round(price - self.stop_mult * atr * rng.uniform(0.9, 1.1))
+                self.labels = [1]
+                self.entry, self.one_r = price, price - stop
+                self.trail, self.high, self.last_pyramid = stop, price, price
+                return [self._payload("BASE_ENTRY", "Long_1", price, stop, rng.randint(1, 8), atr,
+                                      er)]  # fmt: skip
+            if rng.random() < 0.01:  # a stray exit while flat: rejected
+                return [self._exit("Long_1", price, atr, 0, "Stray Exit")]
+            return []
+        self.high = max(self.high, price)
+        self.trail = max(self.trail, self.high - 2.0 * atr)
+        if price < self.trail:
+            labels, self.labels = self.labels, []
+            if rng.random() < 0.5 or len(labels) == 1:
+                if len(labels) == 1:
+                    return [self._exit("Long_1", price, atr, 0, "Trailing Stop Hit")]
+                return [self._exit("ALL", price, atr, 0, "Trend Reversal")]
+            return [self._exit(f"Long_{n}", price, atr, 0, "Trailing Stop Hit") for n in labels]
+        if (
+            len(self.labels) < self.max_labels
+            and price > self.entry + 1.1 * self.one_r
+            and price > self.last_pyramid + 0.75 * atr
+            and rng.random() < 0.7
+        ):
+            label = max(self.labels) + 1
+            self.labels.append(label)
+            self.last_pyramid = price
+            stop = round(price - atr * rng.uniform(0.8, 1.2))
+            return [self._payload("PYRAMID", f"Long_{label}", price, stop, 0, atr, er)]
+        roll = rng.random()
+        if roll < 0.03:
+            return [self._exit("Long_1", price, atr, 1, "Partial Profit")]
+        if roll < 0.035:  # a repeated base while the trade is on: rejected
+            return [self._payload("BASE_ENTRY", "Long_1", price, round(price - atr), 2, atr, er)]
+        return []
+
+    def _payload(self, type_: str, label: str, price: float, stop: float, lots: int, atr: float,
+                 er: float) -> dict[str, Any]:  # fmt: skip
+        return {
+            "type": type_,
+            "instrument": self.instrument,
+            "position": label,
+            "price": price,
+            "stop": stop,
+            "lots": lots,
+            "atr": atr,
+            "er": er,
+            "supertrend": stop,
+            "roc": round(self.rng.uniform(-3.0, 5.0), 2),
+        }
+
+    def _exit(self, label: str, price: float, atr: float, lots: int, reason: str) -> dict[str, Any]:
+        payload = self._payload("EXIT", label, price, 0, lots, atr, 1.0)
+        payload["reason"] = reason
+        return payload
+
+
+def _timestamp(rng: random.Random, when: dt.datetime) -> str | int:
+    roll = rng.random()
+    if roll < 0.05:
+        return int(when.timestamp() * 1000)
+    if roll < 0.15:
+        return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.isoformat()
+
+
+def generate(count: int, seed: int) -> list[str]:
+    """``count`` JSONL lines of realistic alerts (about 1 % resends, 0.3 % invalid)."""
+    rng = random.Random(seed)
+    markets = [_Market(rng, *spec) for spec in MARKETS]
+    lines: list[str] = []
+    when = START
+    while len(lines) < count:
+        when += dt.timedelta(minutes=rng.randint(5, 55), seconds=rng.randint(0, 59))
+        market = rng.choice(markets)
+        market.move()
+        for offset, payload in enumerate(market.alerts()):
+            payload["timestamp"] = _timestamp(rng, when + dt.timedelta(seconds=3 * offset))
+            line = json.dumps(payload, separators=(",", ":"))
+            lines.append(line)
+            roll = rng.random()
+            if roll < 0.01:
+                lines.append(line)  # TradingView resent the alert
+            elif roll < 0.013:
+                broken = dict(payload)
+                del broken["price"]
+                lines.append(json.dumps(broken, separators=(",", ":")))
+    return lines[:count]
+
+
+def _pm_command() -> list[str]:
+    pm = shutil.which("pm")
+    if pm is not None:
+        return [pm]
+    return [sys.executable, "-c", "import sys; from pm_cli.main import cli; sys.exit(cli())"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--signals", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=20251128)
+    parser.add_argument("--capital", type=float, default=20_000_000.0)
+    parser.add_argument("--repeat", type=int, default=3, help="core runs; the best counts")
+    parser.add_argument("--profile", action="store_true", help="cProfile the core fold")
+    parser.add_argument("--keep", type=Path, help="also write the generated JSONL here")
+    args = parser.parse_args()
+
+    config = default_config()
+    started = time.perf_counter()
+    lines = generate(args.signals, args.seed)
+    print(f"generated {len(lines):,} signals in {time.perf_counter() - started:.2f} s")
+    with tempfile.TemporaryDirectory(prefix="pm-bench-") as tmp:
+        path = Path(tmp) / "signals.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        if args.keep is not None:
+            shutil.copyfile(path, args.keep)
+        out_path = Path(tmp) / "result.json"
+
+        command = [*_pm_command(), "backtest", "--json", "--capital", str(args.capital), str(path)]
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        with out_path.open("wb") as out:
+            started = time.perf_counter()
+            done = subprocess.run(command, stdout=out, stderr=subprocess.PIPE, env=env)
+            end_to_end_s = time.perf_counter() - started
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr.decode("utf-8", "replace"))
+            raise SystemExit(f"pm backtest exited {done.returncode}")
+        document = orjson.loads(out_path.read_bytes())
+        output_mb = out_path.stat().st_size / 1e6
+
+        data = path.read_bytes()
+        started = time.perf_counter()
+        parsed = parse_jsonl(data, path.name, config, loads=orjson.loads)
+        parse_s = time.perf_counter() - started
+
+    core_runs: list[float] = []
+    result = None
+    for _ in range(max(1, args.repeat)):
+        started = time.perf_counter()
+        result = run(parsed, config, capital=args.capital)
+        core_runs.append(time.perf_counter() - started)
+    assert result is not None
+    core_s = min(core_runs)
+    started = time.perf_counter()
+    text = result.to_json()
+    document_s = time.perf_counter() - started
+    if text.encode("utf-8") != json.dumps(document, ensure_ascii=False, separators=(",", ":")
+                                          ).encode("utf-8"):  # fmt: skip
+        print("WARNING: the CLI document differs from the in-process one", file=sys.stderr)
+
+    stats = result.stats
+    executed = sum(counts.get("executed", 0) for counts in stats.outcomes.values())
+    print(
+        f"signals: {len(lines):,} lines, {len(parsed.signals):,} valid, "
+        f"{len(parsed.errors):,} input errors, {stats.duplicates:,} duplicates"
+    )
+    print(f"outcomes: {json.dumps(stats.outcomes, sort_keys=True)}")
+    print(
+        f"trades: {stats.trades:,} closes, win rate {stats.win_rate_pct or 0:.1f} %, "
+        f"final equity {stats.final_equity:,.0f}"
+    )
+    print(f"end to end (pm backtest --json): {end_to_end_s:.2f} s, output {output_mb:.1f} MB")
+    print(f"parse + validate in process: {parse_s:.2f} s")
+    print(f"core fold (run), best of {len(core_runs)}: {core_s:.2f} s "
+          f"(runs: {', '.join(f'{s:.2f}' for s in core_runs)})")  # fmt: skip
+    print(f"document to JSON: {document_s:.2f} s")
+
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(parsed, config, capital=args.capital)
+        profiler.disable()
+        buffer = io.StringIO()
+        pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(25)
+        print(buffer.getvalue())
+
+    figures = {
+        "signals": len(lines),
+        "executed": executed,
+        "seconds_end_to_end": round(end_to_end_s, 3),
+        "seconds_core": round(core_s, 3),
+        "signals_per_s_end_to_end": round(len(lines) / end_to_end_s),
+        "signals_per_s_core": round(len(parsed.signals) / core_s),
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
