@@ -276,6 +276,8 @@ def test_definitive_outcomes(endpoint: str, handler: Handler, reason: str, resen
         (reply(502, text="<html>Bad Gateway</html>"), "http_502"),
         (reply(503, text=""), "http_503"),
         (reply(504, text="gateway timeout"), "http_504"),
+        (reply(507, text="insufficient storage"), "http_507"),
+        (reply(302, text="moved"), "http_302"),
         (raising(httpx.ReadTimeout), "timeout"),
         (raising(httpx.WriteTimeout), "timeout"),
         (raising(httpx.ReadError, "Connection reset by peer"), "reset"),
@@ -748,3 +750,11 @@ def test_every_attempt_is_observed_and_a_failing_observer_changes_nothing() -> N
     )
     assert broker.order_book() == Ok([])
     assert observed == [("orderbook", "timeout"), ("orderbook", "http_200")]
+
+
+def test_cancel_retry_without_an_order_token_stops_with_resend_allowed() -> None:
+    broker, seen = make_broker(reply(500, text="x"), fail_budget=True)
+    result = broker.cancel("5")
+    assert isinstance(result, Definitive)
+    assert (result.reason_code, result.resend_allowed) == ("rate_budget", True)
+    assert len(seen.requests) == 1

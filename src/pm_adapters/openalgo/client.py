@@ -42,7 +42,6 @@ from pm_core.ports import (
 T = TypeVar("T")
 
 _MESSAGE_LIMIT = 300
-_UNKNOWN_5XX = frozenset({500, 502, 503, 504})
 
 
 @attrs.frozen
@@ -223,22 +222,20 @@ class OpenAlgoBroker:
         """``cancelorder``; retried like a read on 429, 5xx and transport faults (retry-safe)."""
         body = {"orderid": order_id, "strategy": self._strategy(tag)}
         attempts = max(1, self.settings.read_retries)
-        result: SubmitResult = Unknown("not_sent", "no attempt made")
-        for attempt in range(attempts):
-            if attempt:
-                # The caller took the first order token; retries take their own.
-                try:
-                    self._take("order")
-                except RateBudgetExceeded as exc:
-                    return Definitive("rate_budget", str(exc), resend_allowed=True)
-                self._backoff(attempt)
+        result = self._submit("cancelorder", body)
+        for attempt in range(1, attempts):
+            retryable = (isinstance(result, Definitive) and result.resend_allowed) or (
+                isinstance(result, Unknown) and result.reason_code != "queued_for_approval"
+            )
+            if not retryable:
+                break
+            # The caller took the first order token; each retry takes its own.
+            try:
+                self._take("order")
+            except RateBudgetExceeded as exc:
+                return Definitive("rate_budget", str(exc), resend_allowed=True)
+            self._backoff(attempt)
             result = self._submit("cancelorder", body)
-            if isinstance(result, Accepted) or (
-                isinstance(result, Definitive) and not result.resend_allowed
-            ):
-                return result
-            if isinstance(result, Unknown) and result.reason_code == "queued_for_approval":
-                return result
         return result
 
     def _order_body(self, order: OrderRequest) -> dict[str, str]:
@@ -270,7 +267,7 @@ class OpenAlgoBroker:
     def _classify_write(self, endpoint: str, reply: _Reply) -> SubmitResult:
         status, body = reply.status, reply.body
         message = self._message(endpoint, reply)
-        if status in _UNKNOWN_5XX or status >= 500:
+        if status >= 500:  # 500-504 per the table; any other 5xx is no safer
             return Unknown(f"http_{status}", message)
         if status == 429:
             return Definitive("rate_limited", message, resend_allowed=True)
@@ -278,7 +275,7 @@ class OpenAlgoBroker:
             return Definitive("broker_auth", message)
         if 400 <= status < 500:
             return Definitive("broker_rejected", message)
-        if status != 200 and not 200 <= status < 300:
+        if not 200 <= status < 300:
             return Unknown(f"http_{status}", message)
         if not isinstance(body, Mapping):
             return Unknown("unparseable", message)
