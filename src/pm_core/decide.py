@@ -601,7 +601,7 @@ def _reserve_exit(
         fingerprint=fingerprint,
         stop_hit=stop_hit,
     )
-    draft.replace(attrs.evolve(position, status="closing", pending_exit=pending))
+    draft.replace(position.replace(status="closing", pending_exit=pending))
     draft.intents.extend(
         _leg_intents(position, instrument, lots, "close", price, fingerprint, len(draft.intents))
     )
@@ -761,7 +761,7 @@ def apply_fills(
         if position.status == "pending_open":
             kind = "entries" if position.is_base_position else "pyramids"
             if lots <= 0:
-                updates.append(attrs.evolve(position, status="failed", lots=0, quantity=0))
+                updates.append(position.replace(status="failed", lots=0, quantity=0))
                 state = snapshot.pyramiding.get(position.instrument)
                 if position.is_base_position and state and state.base_position_id == position.id:
                     pyramiding[position.instrument] = None
@@ -771,8 +771,7 @@ def apply_fills(
                 continue
             basis = fill_px if (use_fill and fill_px is not None) else position.entry_price
             updates.append(
-                attrs.evolve(
-                    position,
+                position.replace(
                     status="open",
                     lots=lots,
                     quantity=lots * position.lot_size,
@@ -797,7 +796,7 @@ def apply_fills(
         if position.status != "closing" or pending is None:
             continue
         if lots <= 0:
-            updates.append(attrs.evolve(position, status=pending.prior_status, pending_exit=None))
+            updates.append(position.replace(status=pending.prior_status, pending_exit=None))
             bump("orders_failed")
             if not pending.stop_hit:
                 own_failed += 1
@@ -811,8 +810,7 @@ def apply_fills(
         closed_equity += pnl
         whole = k >= position.lots
         if whole:
-            new = attrs.evolve(
-                position,
+            new = position.replace(
                 status="closed",
                 pending_exit=None,
                 unrealized_pnl=0.0,
@@ -829,8 +827,7 @@ def apply_fills(
             remaining = position.lots - k
             last = snapshot.marks.get(position.instrument)
             mark_price = last.price if last is not None else pending.price
-            new = attrs.evolve(
-                position,
+            new = position.replace(
                 status="partial",
                 pending_exit=None,
                 lots=remaining,
@@ -937,10 +934,10 @@ def apply_changes_mapped(
         if p.status in ("closed", "failed"):
             by_id.pop(p.id, None)
         else:
-            by_id[p.id] = attrs.evolve(p, version=version)
+            by_id[p.id] = p.replace(version=version)
     for p in changes.create:
         new_id = idmap[p.id]
-        by_id[new_id] = attrs.evolve(p, id=new_id, anchor_base_id=real(p.anchor_base_id))
+        by_id[new_id] = p.replace(id=new_id, anchor_base_id=real(p.anchor_base_id))
     positions = tuple(by_id[k] for k in sorted(by_id))
 
     pyramiding = snapshot.pyramiding
@@ -969,16 +966,14 @@ def apply_changes_mapped(
     if changes.portfolio is not None:
         closed_equity = changes.portfolio.closed_equity
         equity_high = changes.portfolio.equity_high
-    new = PortfolioSnapshot(
+    new = snapshot.replace(
         version=snapshot.version + 1,
-        initial_capital=snapshot.initial_capital,
         closed_equity=closed_equity,
         equity_high=equity_high,
         positions=positions,
         pyramiding=pyramiding,
         marks=marks,
         blocks=blocks,
-        recorded=snapshot.recorded,
         next_position_id=next_id,
     )
     return new, idmap
@@ -1040,5 +1035,5 @@ def step(
         final = settle_decision(decision, settled.settlement)
     if dedup and final.outcome in RECORDED_OUTCOMES:
         ref = recorded_from(signal, received.fingerprint, final.outcome)
-        state = attrs.evolve(state, recorded=state.recorded.with_signal(ref))
+        state = state.replace(recorded=state.recorded.with_signal(ref))
     return StepResult(state, final, trades, False)

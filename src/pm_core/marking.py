@@ -64,8 +64,8 @@ def mark(
             or highest != position.highest_close
             or stop != position.current_stop
         ):
-            position = attrs.evolve(
-                position, unrealized_pnl=unrealized, highest_close=highest, current_stop=stop
+            position = position.replace(
+                unrealized_pnl=unrealized, highest_close=highest, current_stop=stop
             )
         updated.append(position)
         if price < stop:

@@ -232,7 +232,10 @@ class PendingExit:
     stop_hit: bool = False  # a stop-hit close made while marking, not the signal's own exit
 
 
-@attrs.frozen(slots=True)
+# Position and the snapshot are dict-backed (not slotted) on purpose: ``replace`` copies the
+# instance dict in C, about ten times faster than attrs.evolve, and a 100k-signal backtest
+# replaces positions several times per signal.
+@attrs.frozen(slots=False)
 class Position:
     """One position (domain 7.7). Lots and quantity are integers; money and prices floats."""
 
@@ -286,6 +289,16 @@ class Position:
         """Position key ``<INSTRUMENT>_<label>``."""
         return f"{self.instrument}_{self.label}"
 
+    def replace(self, **changes: Any) -> Position:
+        """A copy with ``changes`` applied (a fast attrs.evolve; unknown names raise)."""
+        if not changes.keys() <= _POSITION_FIELDS:
+            raise TypeError(f"unknown Position fields: {sorted(changes.keys() - _POSITION_FIELDS)}")
+        new = object.__new__(Position)
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.update(changes)
+        return new
+
     @property
     def is_live(self) -> bool:
         """Counts as open for every rule: pending_open, open, partial, closing."""
@@ -297,7 +310,10 @@ class Position:
         return self.rollover_status in ("in_progress", "failed")
 
 
-@attrs.frozen(slots=True)
+_POSITION_FIELDS = frozenset(f.name for f in attrs.fields(Position))
+
+
+@attrs.frozen(slots=False)
 class PortfolioSnapshot:
     """Everything decide needs, read under the portfolio lock (architecture 3)."""
 
@@ -311,6 +327,16 @@ class PortfolioSnapshot:
     blocks: Mapping[str, Block] = attrs.field(factory=dict)
     recorded: RecordedSignals = attrs.field(factory=RecordedSignals)
     next_position_id: int = 1  # used by apply_changes (memory, backtest) to give ids
+
+    def replace(self, **changes: Any) -> PortfolioSnapshot:
+        """A copy with ``changes`` applied (a fast attrs.evolve; unknown names raise)."""
+        if not changes.keys() <= _SNAPSHOT_FIELDS:
+            raise TypeError(f"unknown snapshot fields: {sorted(changes.keys() - _SNAPSHOT_FIELDS)}")
+        new = object.__new__(PortfolioSnapshot)
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.update(changes)
+        return new
 
     @classmethod
     def initial(cls, capital: float) -> PortfolioSnapshot:
@@ -342,6 +368,9 @@ class PortfolioSnapshot:
             if p.id == position_id:
                 return p
         return None
+
+
+_SNAPSHOT_FIELDS = frozenset(f.name for f in attrs.fields(PortfolioSnapshot))
 
 
 # --------------------------------------------------------------------------- market data
