@@ -656,3 +656,16 @@ def test_pm_simulate_broker_is_registered() -> None:
     assert result.exit_code == 0
     for option in ("--host", "--port", "--seed", "--api-key"):
         assert option in result.output
+
+
+def test_default_quotes_depend_only_on_seed_and_symbol(sim: SimulatorHarness) -> None:
+    def quotes(order_of_symbols: list[str]) -> dict[str, Decimal]:
+        sim.post("reset", {"seed": 11})
+        seen = {}
+        for symbol in order_of_symbols:
+            result = sim.broker.quote(symbol, "NSE")
+            assert isinstance(result, Ok)
+            seen[symbol] = result.value.ltp
+        return seen
+
+    assert quotes(["A", "B", "C"]) == quotes(["C", "A", "B"])

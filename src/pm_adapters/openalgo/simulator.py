@@ -232,7 +232,10 @@ class Simulator:
         """The symbol's quote; unknown symbols get a seeded one on first use."""
         key = (exchange, symbol)
         if key not in self.quotes:
-            ltp = (Decimal(self.rng.randrange(2000, 1_000_000)) * _TICK).quantize(_TICK)
+            # Seeded per symbol, not from the shared generator, so that reading state or
+            # quoting in another order never changes the prices a run sees.
+            symbol_rng = random.Random(f"{self.seed}:{exchange}:{symbol}")
+            ltp = (Decimal(symbol_rng.randrange(2000, 1_000_000)) * _TICK).quantize(_TICK)
             self.quotes[key] = SimQuote(ltp, ltp - _TICK, ltp + _TICK)
         return self.quotes[key]
 
