@@ -150,6 +150,13 @@ class _LazyProgress:
     help="Sizing mode; as-signalled suits plain TradingView exports (no ATR metadata).",
 )
 @click.option("--no-dedup", is_flag=True, help="Turn the duplicate rules off.")
+@click.option(
+    "--slippage-ticks",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Paper fills this many ticks against each order.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result document as JSON.")
 @click.option(
     "--plot",
@@ -171,6 +178,7 @@ def backtest_command(
     config_path: str | None,
     sizing: str | None,
     no_dedup: bool,
+    slippage_ticks: int,
     as_json: bool,
     plot_path: str | None,
     progress_after: float,
@@ -192,6 +200,7 @@ def backtest_command(
             capital=capital,
             sizing_mode=mode,
             dedup=not no_dedup,
+            slippage_ticks=slippage_ticks,
             progress=progress,
         )
     finally:

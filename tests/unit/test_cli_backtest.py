@@ -180,3 +180,17 @@ def test_validate_csv_depends_on_the_sizing_mode() -> None:
     assert code == 1 and f"{CSV}:3: atr: missing_atr:" in out
     code, out, err, _raw = _invoke("validate", "--sizing", "as-signalled", GOLD)
     assert code == 0 and out == "" and "741 valid signal(s), ok" in err
+
+
+def test_slippage_ticks_cost_money_when_pnl_uses_fills(tmp_path: Path) -> None:
+    config = tmp_path / "fills.toml"
+    config.write_text("[portfolio]\npnl_price_source = 'fill'\n")
+    totals = []
+    for ticks in ("0", "20"):
+        code, _out, _err, raw = _invoke(
+            "backtest", "--json", "--config", str(config), "--slippage-ticks", ticks, str(EXAMPLES)
+        )
+        assert code == 0
+        totals.append(json.loads(raw)["total_pnl"])
+    assert totals[0] == 171_000.0  # fills at the signal price: the signal-price result
+    assert totals[1] < totals[0]

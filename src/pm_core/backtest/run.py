@@ -76,7 +76,7 @@ def run(
     """
     config = _configured(config, capital, sizing_mode)
     portfolio = config.portfolio
-    ordered, errors, warnings = _ordered(signals, config)
+    ordered, ordered_us, errors, warnings = _ordered(signals, config)
     errors = [*errors, *input_errors]
 
     snapshot = PortfolioSnapshot.initial(portfolio.initial_capital)
@@ -117,7 +117,7 @@ def run(
                 )
             view = equity_view(snapshot.closed_equity, snapshot.positions, portfolio)
             curve.append(EquityPoint(signal.timestamp, view.closed, view.open, view.sizing))
-            instants.append(instant_us(signal.timestamp))
+            instants.append(ordered_us[done - 1])
             holding.append(bool(snapshot.positions))
         if progress is not None and done % _PROGRESS_EVERY == 0:
             progress(done, total)
@@ -151,7 +151,7 @@ def _configured(
 def _ordered(
     signals: ParsedInput | Iterable[Signal | SourcedSignal | Mapping[str, Any]],
     config: DomainConfig,
-) -> tuple[list[Signal], list[InputError], list[InputError]]:
+) -> tuple[list[Signal], list[int], list[InputError], list[InputError]]:
     """Signals in replay order: a stable sort by full-precision instant (domain 11.2, 13.8)."""
     if isinstance(signals, ParsedInput):
         parsed = signals
@@ -174,8 +174,9 @@ def _ordered(
             parsed = parse_payloads(pending, config)
             items.extend(s.signal for s in parsed.signals)
             errors.extend(parsed.errors)
-    keyed = sorted(range(len(items)), key=lambda i: instant_us(items[i].timestamp))
-    return [items[i] for i in keyed], errors, warnings
+    at_us = [instant_us(s.timestamp) for s in items]
+    keyed = sorted(range(len(items)), key=at_us.__getitem__)
+    return [items[i] for i in keyed], [at_us[i] for i in keyed], errors, warnings
 
 
 def _result(
