@@ -10,12 +10,14 @@ import pytest
 
 from pm_adapters.clock import ManualClock
 from pm_adapters.memory.coordination import MemoryCoordination
-from pm_core.ports import Lease
+from pm_core.ports import InstanceInfo, Lease
 from pm_core.service.jobs import (
     DailyJob,
     IntervalJob,
     LeaderScheduler,
     LeaderTimings,
+    clear_orphaned_locks,
+    crash_stale_instances,
     next_daily_run,
 )
 
@@ -223,3 +225,25 @@ def test_failing_job_does_not_stop_the_others() -> None:
     scheduler.jobs_step()
     assert len(after.calls) == 1
     assert [name for name, _ in scheduler.job_errors] == ["broken"]
+
+
+def test_sweep_marks_stale_instances_crashed_and_clears_their_locks() -> None:
+    clock = ManualClock(ist(10, 0))
+    store = MemoryCoordination(clock)
+    registry = store.registry(stale_s=15)
+    for name in ("alive", "gone"):
+        registry.register(InstanceInfo(name, name, "host", None, 1, "test"))
+    held = store.signal_lock("gone").acquire("a" * 64, 60_000)
+    kept = store.signal_lock("alive").acquire("b" * 64, 60_000)
+    assert held is not None and kept is not None
+    clock.advance(10)
+    registry.heartbeat("alive")
+    assert crash_stale_instances(registry) == []
+    clock.advance(6)
+    assert crash_stale_instances(registry) == ["gone"]
+    assert not registry.is_live("gone") and registry.is_live("alive")
+    assert store.instances["gone"].status == "crashed"
+    assert clear_orphaned_locks(store.signal_lock("alive"), registry) == 1
+    assert store.signal_lock("x").acquire("a" * 64, 1000) is not None
+    assert store.signal_lock("x").acquire("b" * 64, 1000) is None
+    assert crash_stale_instances(registry) == [], "crashed once only"

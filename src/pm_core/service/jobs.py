@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol
 
 import attrs
 
-from pm_core.ports import Clock, LeaderElection, Lease
+from pm_core.ports import Clock, InstanceRegistry, LeaderElection, Lease, SignalLock
 
 log = logging.getLogger("pm.jobs")
 
@@ -288,3 +288,32 @@ class LeaderScheduler:
                     self._election.resign(lease)
                 except Exception:
                     log.exception("resign at stop failed")
+
+
+# ---------------------------------------------------------------------- instance sweep jobs
+
+
+class StaleInstanceRegistry(Protocol):
+    """An InstanceRegistry that can also list instances whose heartbeats stopped."""
+
+    def stale_instances(self) -> Sequence[str]:
+        """Instances with no live heartbeat sign left that are not stopped/crashed yet."""
+        ...
+
+    def mark_crashed(self, instance_id: str) -> None:
+        """Declare the instance dead."""
+        ...
+
+
+def crash_stale_instances(registry: StaleInstanceRegistry) -> list[str]:
+    """Mark every instance without a live heartbeat as crashed (leader sweep, service.md 3)."""
+    crashed = list(registry.stale_instances())
+    for instance_id in crashed:
+        registry.mark_crashed(instance_id)
+        log.warning("instance %s declared crashed (no heartbeat)", instance_id)
+    return crashed
+
+
+def clear_orphaned_locks(lock: SignalLock, registry: InstanceRegistry) -> int:
+    """Remove the signal locks of instances that are no longer live (PM_LOCK_CLEANUP_S job)."""
+    return lock.release_orphans(registry.is_live)
