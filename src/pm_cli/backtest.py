@@ -14,7 +14,7 @@ import re
 import sys
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import click
@@ -22,6 +22,7 @@ import orjson
 
 from pm_core.backtest import (
     BacktestResult,
+    CsvAccount,
     InputError,
     ParsedInput,
     combine,
@@ -211,7 +212,7 @@ def backtest_command(
         out.write(b"\n")
         out.flush()
     else:
-        click.echo(render_summary(result, inputs))
+        click.echo(render_summary(result, inputs, parsed.accounts))
     if plot_path is not None:
         _plot(result, plot_path)
         if not as_json:
@@ -230,7 +231,11 @@ def _figure(value: float | None, suffix: str = "") -> str:
     return f"{value:,.2f}{suffix}"
 
 
-def render_summary(result: BacktestResult, inputs: Sequence[str] = ()) -> str:
+def render_summary(
+    result: BacktestResult,
+    inputs: Sequence[str] = (),
+    accounts: Mapping[str, CsvAccount] | None = None,
+) -> str:
     """The human report: a summary table, outcomes per type, reasons and input errors by count."""
     s = result.stats
     open_rows = len(result.trades) - s.trades
@@ -275,6 +280,17 @@ def render_summary(result: BacktestResult, inputs: Sequence[str] = ()) -> str:
             lines.append(f"  ... and {len(result.input_errors) - len(shown):,} more (--json)")
         if any(e.code == "missing_atr" for e in result.input_errors):
             lines.append("  (entries without ATR need --sizing as-signalled)")
+    for source, acc in (accounts or {}).items():
+        lines += [
+            "",
+            f"{source}: {acc.rows:,} rows = {acc.entry_rows:,} entry + {acc.exit_rows:,} exit"
+            f" + {acc.open_exits:,} open + {acc.short_rows:,} short + {acc.other_rows:,} other",
+            f"  {acc.entries:,} entries ({acc.collapsed_entry_rows:,} split rows merged,"
+            f" {acc.entry_error_rows:,} rows in input errors)",
+            f"  {acc.exits:,} exits ({acc.collapsed_exit_rows:,} rows merged,"
+            f" {acc.exit_error_rows:,} in input errors,"
+            f" {acc.exits_after_entry_error:,} skipped after a bad entry)",
+        ]
     if result.warnings:
         lines += ["", "Warnings, by code:"]
         warned = collections.Counter(w.code for w in result.warnings)

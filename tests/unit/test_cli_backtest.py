@@ -57,6 +57,8 @@ def test_csv_input_needs_as_signalled_for_a_plain_export() -> None:
     code, out, _err, _raw = _invoke("backtest", GOLD)
     assert code == 0
     assert "370  missing_atr" in out
+    assert "742 rows = 371 entry + 371 exit + 0 open + 0 short + 0 other" in out
+    assert "371 skipped after a bad entry" in out
     assert "--sizing as-signalled" in out
     code, _out, _err, raw = _invoke("backtest", "--json", "--sizing", "as-signalled", GOLD)
     assert code == 0
