@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import heapq
 import itertools
 import json
@@ -220,11 +221,12 @@ class Simulator:
             _, _, action = heapq.heappop(self.events)
             action()
 
-    def stamp(self, ms: float) -> str:
-        local = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).astimezone(IST)
-        return f"{local.day:02d}-{_MONTHS[local.month - 1].title()}-{local.year} " + (
-            local.strftime("%H:%M:%S")
-        )
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - whole seconds repeat; the cache is tiny
+    def stamp(self, second: int) -> str:
+        """A whole-second instant as OpenAlgo prints it: ``28-Nov-2025 10:30:01`` (IST)."""
+        local = dt.datetime.fromtimestamp(second, dt.UTC).astimezone(IST)
+        month = _MONTHS[local.month - 1].title()
+        return f"{local.day:02d}-{month}-{local.year} {local:%H:%M:%S}"
 
     # ------------------------------------------------------------------ quotes
 
@@ -493,7 +495,7 @@ class Simulator:
             "product": order.product,
             "quantity": str(order.quantity),
             "symbol": order.symbol,
-            "timestamp": self.stamp(order.placed_ms),
+            "timestamp": self.stamp(int(order.placed_ms // 1000)),
             "trigger_price": 0,
         }
         if with_average:
@@ -536,7 +538,7 @@ class Simulator:
                 "product": t.product,
                 "quantity": t.quantity,
                 "symbol": t.symbol,
-                "timestamp": self.stamp(t.at_ms),
+                "timestamp": self.stamp(int(t.at_ms // 1000)),
                 "trade_value": float(t.price * t.quantity),
                 "tradeid": t.trade_id,
             }
