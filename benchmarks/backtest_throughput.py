@@ -21,7 +21,6 @@ import datetime as dt
 import io
 import json
 import math
-import os
 import pstats
 import random
 import shutil
@@ -204,10 +203,9 @@ def main() -> None:
         out_path = Path(tmp) / "result.json"
 
         command = [*_pm_command(), "backtest", "--json", "--capital", str(args.capital), str(path)]
-        env = dict(os.environ, PYTHONHASHSEED="0")
         with out_path.open("wb") as out:
             started = time.perf_counter()
-            done = subprocess.run(command, stdout=out, stderr=subprocess.PIPE, env=env)
+            done = subprocess.run(command, stdout=out, stderr=subprocess.PIPE)
             end_to_end_s = time.perf_counter() - started
         if done.returncode != 0:
             sys.stderr.write(done.stderr.decode("utf-8", "replace"))
