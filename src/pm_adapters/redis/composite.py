@@ -55,9 +55,9 @@ class CoordinationSettings:
     heartbeat_ms: int = 2000
     db_heartbeat_s: float = 5.0
     instance_stale_s: float = 15.0
-    order_rate: int = 8
-    read_rate: int = 40
-    rate_max_wait_ms: int = 2000
+    order_rate: float = 8
+    read_rate: float = 40
+    rate_max_wait_ms: float = 2000
 
     def __attrs_post_init__(self) -> None:
         if self.leader_lease_ms < 3 * self.leader_renew_ms:

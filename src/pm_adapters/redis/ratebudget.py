@@ -36,9 +36,9 @@ class RedisRateBudget:
         clock: Clock,
         *,
         prefix: str = DEFAULT_PREFIX,
-        order_rate: int = 8,
-        read_rate: int = 40,
-        max_wait_ms: int = 2000,
+        order_rate: float = 8,
+        read_rate: float = 40,
+        max_wait_ms: float = 2000,
     ) -> None:
         if order_rate < 1 or read_rate < 1:
             raise ValueError("rates must be at least 1 per second")
