@@ -100,6 +100,16 @@ def _refuse(name: str) -> Any:
     raise ValueError(name)
 
 
+def test_hostile_lines_are_input_errors_not_crashes() -> None:
+    lines = ["[" * 100_000, '{"type": ' * 50_000, "\x00", json.dumps(BASE)]
+    parsed = parse_jsonl("\n".join(lines), "x", CONFIG)
+    assert [(e.line, e.code) for e in parsed.errors] == [(1, "not_json"), (2, "not_json"),
+                                                         (3, "not_json")]  # fmt: skip
+    assert [s.line for s in parsed.signals] == [4]
+    raw = b"\xff\xfe{}\n" + json.dumps(BASE).encode()
+    assert [e.code for e in parse_jsonl(raw, "x", CONFIG).errors] == ["not_json"]
+
+
 def test_payloads_are_numbered_from_one() -> None:
     parsed = parse_payloads([BASE, {"type": 5}, BASE], CONFIG)
     assert [s.line for s in parsed.signals] == [1, 3]
@@ -320,6 +330,9 @@ def test_unreadable_files_raise_input_error() -> None:
         parse_tradingview_csv(_csv(), "SILVER", "s.csv", CONFIG)
     with pytest.raises(InputFileError, match="empty file"):
         parse_tradingview_csv("", "GOLD_MINI", "s.csv", CONFIG)
+    with pytest.raises(InputFileError, match="line 2"):
+        parse_tradingview_csv(_csv('1,Entry long,2025-01-06 10:00,"' + "x" * 200_000 + '",1,1,0'),
+                              "GOLD_MINI", "s.csv", CONFIG)  # fmt: skip
     with pytest.raises(InputFileError, match="Price <currency>"):
         parse_tradingview_csv("Trade #,Type,Date/Time,Signal,Position size (qty)\n", "GOLD_MINI",
                               "s.csv", CONFIG)  # fmt: skip

@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -152,10 +152,10 @@ def parse_jsonl(
         line_no = index + 1
         try:
             payload = loads(chunk)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 payload = json.loads(chunk)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 errors.append(
                     InputError(source, line_no, "not_json", f"Line is not valid JSON: {exc}")
                 )
@@ -287,6 +287,8 @@ def parse_tradingview_csv(
         header = next(reader)
     except StopIteration:
         raise InputFileError(f"{source}: empty file (no header row)") from None
+    except csv.Error as exc:
+        raise InputFileError(f"{source}: line 1: {exc}") from None
     columns = _columns(header, source)
 
     errors: list[InputError] = []
@@ -296,7 +298,7 @@ def parse_tradingview_csv(
     open_trades: set[str] = set()
     counts = dict.fromkeys(("rows", "open_exits", "short_rows", "other_rows"), 0)
     width = max(columns.values()) + 1
-    for cells in reader:
+    for cells in _rows(reader, source):
         line = reader.line_num
         if not any(cell.strip() for cell in cells):
             continue  # a blank line is not a row
@@ -515,6 +517,17 @@ def parse_tradingview_csv(
         tuple(warnings),
         {source: account},
     )
+
+
+def _rows(reader: Any, source: str) -> Iterator[list[str]]:
+    """The reader's rows; a line the csv module cannot split makes the file unreadable."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputFileError(f"{source}: line {reader.line_num}: {exc}") from None
 
 
 def _columns(header: Sequence[str], source: str) -> dict[str, int]:
