@@ -121,6 +121,7 @@ class Existing:
     outcome: Mapping[str, Any] | None
     http_status: int | None = None
     completed_at: dt.datetime | None = None
+    response: Mapping[str, Any] | None = None
 
 
 ClaimResult = Claimed | Existing
@@ -140,6 +141,8 @@ class StoredSignal:
     outcome: Mapping[str, Any] | None = None
     http_status: int | None = None
     attention_required: bool = False
+    response: Mapping[str, Any] | None = None
+    completed_at: dt.datetime | None = None
 
 
 @attrs.frozen
@@ -197,9 +200,17 @@ class SignalRepository(Protocol):
         ...
 
     def finish(
-        self, signal_id: int, decision: Decision, epoch: int, http_status: int = 200
+        self,
+        signal_id: int,
+        decision: Decision,
+        epoch: int,
+        http_status: int = 200,
+        response: Mapping[str, Any] | None = None,
     ) -> None:
-        """Store the terminal decision record; ClaimLost unless ``epoch`` is current."""
+        """Store the terminal decision record and the response body replays return.
+
+        ClaimLost unless ``epoch`` is current.
+        """
         ...
 
     def mark_duplicate(self, signal_id: int, of_id: int, layer: str, epoch: int) -> None:

@@ -1,0 +1,426 @@
+"""Execute committed order intents outside any transaction (service.md 2.4).
+
+Each leg: a rate token, a committed claim (pending -> sending) under the fence, the broker
+call, then state transitions and fills. Unknown sends are resolved from the books and never
+re-sent. Legs of one position run in order (hedge first); a failed leg of an entry unwinds
+the filled ones, a failed exit leg is retried with a new attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import attrs
+
+from pm_core.errors import RateBudgetExceeded
+from pm_core.model import Fill, OrderIntent
+from pm_core.orders import client_order_id, match_unknown
+from pm_core.ports import (
+    Accepted,
+    Definitive,
+    Fence,
+    IntentState,
+    Ok,
+    OrderRequest,
+    Ports,
+    StoredIntent,
+    TradeRow,
+    UnitOfWork,
+)
+from pm_core.service.api import NullObserver, Observer
+from pm_core.service.limits import ServiceLimits
+from pm_core.service.tx import RetryPolicy, in_transaction
+
+log = logging.getLogger("pm.executor")
+T = TypeVar("T")
+
+_FINAL_FILL_STATE: Mapping[str, str] = {
+    "filled": "filled",
+    "partially_filled": "partially_filled",
+    "cancelled": "cancelled",
+    "rejected": "rejected",
+    "failed": "failed",
+    "not_found": "not_found",
+    "abandoned": "failed",
+    "ambiguous": "failed",
+    "unknown": "failed",
+    "pending": "failed",
+    "sending": "failed",
+    "accepted": "failed",
+}
+
+
+def fill_of(stored: StoredIntent) -> Fill:
+    """The Fill an intent's recorded state amounts to."""
+    state = _FINAL_FILL_STATE.get(stored.state, "failed")
+    if state == "cancelled" and stored.filled_quantity >= stored.intent.quantity:
+        state = "filled"
+    return Fill(
+        client_order_id=stored.intent.client_order_id,
+        filled_quantity=stored.filled_quantity,
+        average_price=stored.average_price,
+        state=state,  # type: ignore[arg-type]
+        detail=stored.last_error or "",
+    )
+
+
+@attrs.frozen
+class GroupResult:
+    """Every intent of the group as finally recorded, follow-ups (retries, unwinds) included."""
+
+    intents: tuple[StoredIntent, ...]
+    attention: bool = False
+
+    def fills(self) -> dict[str, Fill]:
+        """Fills keyed by client order id, for apply_fills."""
+        return {s.intent.client_order_id: fill_of(s) for s in self.intents}
+
+
+class Executor:
+    """Sends a signal's intents and follows them to a terminal state."""
+
+    def __init__(
+        self,
+        ports: Ports,
+        limits: ServiceLimits,
+        observer: Observer | None = None,
+    ) -> None:
+        self.ports = ports
+        self.limits = limits
+        self.observer = observer or NullObserver()
+        self.policy = RetryPolicy(
+            limits.tx_attempts,
+            limits.tx_backoff_base_ms / 1000,
+            limits.tx_backoff_cap_ms / 1000,
+            limits.tx_budget_background_ms / 1000,
+        )
+
+    # ------------------------------------------------------------------ transactions
+
+    def _tx(self, work: Callable[[UnitOfWork], T]) -> T:
+        return in_transaction(
+            self.ports.uow,
+            work,
+            self.ports.clock,
+            self.policy,
+            on_retry=lambda exc: self.observer.tx_retry(type(exc).__name__),
+        )
+
+    def _get(self, intent_id: int) -> StoredIntent:
+        stored = self._tx(lambda u: u.intents.get(intent_id))
+        assert stored is not None, f"intent {intent_id} vanished"
+        return stored
+
+    def _move(
+        self, stored: StoredIntent, to: IntentState, data: Mapping[str, Any] | None = None
+    ) -> StoredIntent:
+        frm = stored.state
+        moved = self._tx(lambda u: u.intents.transition(stored.id, frm, to, dict(data or {})))
+        if moved:
+            self.observer.intent_state(frm, -1)
+            self.observer.intent_state(to, 1)
+        return self._get(stored.id)
+
+    # ------------------------------------------------------------------ group
+
+    def run_group(self, fence: Fence, intents: Sequence[StoredIntent]) -> GroupResult:
+        """Execute a signal's intents, position by position, legs in seq order."""
+        by_position: dict[int, list[StoredIntent]] = {}
+        for stored in sorted(intents, key=lambda s: s.intent.seq):
+            by_position.setdefault(stored.intent.position_id, []).append(stored)
+        done: list[StoredIntent] = []
+        attention = False
+        for legs in by_position.values():
+            finals, needs_attention = self._run_position(fence, legs)
+            done.extend(finals)
+            attention = attention or needs_attention
+        return GroupResult(tuple(done), attention)
+
+    def _run_position(
+        self, fence: Fence, legs: Sequence[StoredIntent]
+    ) -> tuple[list[StoredIntent], bool]:
+        finals: list[StoredIntent] = []
+        opening = legs[0].intent.action == "BUY" and legs[0].intent.leg in ("CE", "FUT")
+        failed = False
+        for stored in legs:
+            if failed:
+                # A leg after a failed one is never sent: the position must stay hedged.
+                if stored.state == "pending":
+                    stored = self._move(stored, "abandoned", {"last_error": "previous leg failed"})
+                finals.append(stored)
+                continue
+            final = self.execute(fence, stored)
+            if not opening and self._filled_lots(final) < final.intent.lots:
+                final = self._retry_exit_leg(fence, final)
+            finals.append(final)
+            if self._filled_lots(final) < final.intent.lots:
+                failed = True
+        attention = False
+        if opening:
+            self._unwind_excess(fence, finals)
+        elif failed and any(self._filled_lots(f) > 0 for f in finals):
+            attention = True
+        return finals, attention
+
+    @staticmethod
+    def _filled_lots(stored: StoredIntent) -> int:
+        per_lot = stored.intent.quantity // stored.intent.lots if stored.intent.lots else 1
+        return stored.filled_quantity // per_lot if per_lot else 0
+
+    def _retry_exit_leg(self, fence: Fence, stored: StoredIntent) -> StoredIntent:
+        """Exits retry a failed leg (new attempt) up to PM_EXIT_LEG_ATTEMPTS in the window."""
+        clock = self.ports.clock
+        started = clock.monotonic()
+        current = stored
+        attempt = stored.intent.attempt
+        while (
+            self._filled_lots(current) < current.intent.lots
+            and attempt < self.limits.exit_leg_attempts
+            and clock.monotonic() - started < self.limits.exit_leg_window_s
+            and current.state in ("rejected", "failed", "cancelled", "not_found")
+        ):
+            attempt += 1
+            remaining_lots = current.intent.lots - self._filled_lots(current)
+            follow = self._follow_up(
+                current, attempt, remaining_lots, current.intent.action, "signal"
+            )
+            result = self.execute(fence, follow)
+            if self._filled_lots(result) > 0 or result.state == "filled":
+                return self._merge(current, result)
+            current = result
+        return current if current is not stored else stored
+
+    def _merge(self, first: StoredIntent, later: StoredIntent) -> StoredIntent:
+        """A retried leg's total: quantities add up, the later attempt's price wins."""
+        quantity = first.filled_quantity + later.filled_quantity
+        return attrs.evolve(
+            later,
+            intent=attrs.evolve(
+                later.intent,
+                client_order_id=first.intent.client_order_id,
+                lots=first.intent.lots,
+                quantity=first.intent.quantity,
+            ),
+            filled_quantity=quantity,
+            state="filled" if quantity >= first.intent.quantity else later.state,
+        )
+
+    def _unwind_excess(self, fence: Fence, finals: Sequence[StoredIntent]) -> None:
+        """Entry legs filled unequally: sell back what exceeds the smallest filled leg."""
+        if len(finals) < 2:
+            return
+        keep = min(self._filled_lots(f) for f in finals)
+        for stored in finals:
+            excess = self._filled_lots(stored) - keep
+            if excess <= 0:
+                continue
+            action = "SELL" if stored.intent.action == "BUY" else "BUY"
+            follow = self._follow_up(stored, stored.intent.attempt + 1, excess, action, "unwind")
+            result = self.execute(fence, follow)
+            if self._filled_lots(result) < excess:
+                log.error(
+                    "unwind incomplete",
+                    extra={"client_order_id": follow.intent.client_order_id},
+                )
+
+    def _follow_up(
+        self, stored: StoredIntent, attempt: int, lots: int, action: str, origin: str
+    ) -> StoredIntent:
+        intent = stored.intent
+        per_lot = intent.quantity // intent.lots if intent.lots else 1
+        label_no, leg = _label_and_leg(intent.client_order_id)
+        new = attrs.evolve(
+            intent,
+            client_order_id=client_order_id(intent.group_id, label_no, leg, attempt),
+            attempt=attempt,
+            lots=lots,
+            quantity=lots * per_lot,
+            action=action,  # type: ignore[arg-type]
+            origin=origin,  # type: ignore[arg-type]
+        )
+        signal_id = stored.signal_id
+        (new_id,) = self._tx(lambda u: u.intents.add([new], signal_id))
+        return self._get(new_id)
+
+    # ------------------------------------------------------------------ one leg
+
+    def execute(self, fence: Fence, stored: StoredIntent) -> StoredIntent:
+        """Send one pending intent and follow it to a terminal (or ambiguous) state."""
+        if stored.state in ("unknown", "sending"):
+            return self.resolve_unknown(stored)
+        if stored.state in ("accepted", "partially_filled") and stored.broker_order_id:
+            return self.await_fill(stored)
+        if stored.state != "pending":
+            return stored
+        clock = self.ports.clock
+        first_claim: float | None = None
+        while True:
+            try:
+                self.ports.rate.take("order")
+            except RateBudgetExceeded as exc:
+                return self._move(stored, "failed", {"last_error": f"rate budget: {exc}"})
+            claimed = self._claim(stored.id, fence)
+            if claimed is None:
+                return self._get(stored.id)  # someone else owns it now
+            self.observer.intent_state("pending", -1)
+            self.observer.intent_state("sending", 1)
+            claimed_at = clock.monotonic()
+            first_claim = first_claim if first_claim is not None else claimed_at
+            result = self.ports.broker.place(_order_request(claimed.intent))
+            if isinstance(result, Accepted):
+                accepted = self._move(
+                    claimed,
+                    "accepted",
+                    {
+                        "broker_order_id": result.order_id,
+                        "broker_mode": result.mode,
+                        "acked_at": clock.now(),
+                    },
+                )
+                return self.await_fill(accepted)
+            if isinstance(result, Definitive):
+                in_time = (clock.monotonic() - first_claim) * 1000 < self.limits.send_deadline_ms
+                if result.resend_allowed and in_time:
+                    stored = self._move(claimed, "pending", {"last_error": result.message})
+                    continue
+                terminal: IntentState = (
+                    "rejected"
+                    if result.reason_code in ("broker_rejected", "broker_auth")
+                    else "failed"
+                )
+                intent = claimed.intent
+                detail = (
+                    f"{intent.symbol} {intent.action} {intent.quantity} rejected ({result.message})"
+                )
+                return self._move(claimed, terminal, {"last_error": detail})
+            unknown = self._move(claimed, "unknown", {"last_error": result.message})
+            return self.resolve_unknown(unknown)
+
+    def _claim(self, intent_id: int, fence: Fence) -> StoredIntent | None:
+        me = self.limits.instance_id
+        return self._tx(lambda u: u.intents.claim(intent_id, me, fence))
+
+    def await_fill(self, stored: StoredIntent) -> StoredIntent:
+        """Poll orderstatus (growing interval) until terminal or the fill timeout, then cancel."""
+        clock = self.ports.clock
+        broker = self.ports.broker
+        order_id = stored.broker_order_id or ""
+        tag = stored.intent.client_order_id
+        deadline = clock.monotonic() + self.limits.fill_timeout_s
+        delay = self.limits.fill_poll_first_ms / 1000
+        while True:
+            status = broker.order_status(order_id, tag)
+            if isinstance(status, Ok):
+                state = status.value.status.upper()
+                if state == "COMPLETE":
+                    average = status.value.average_price or self._trade_fill(order_id)[1]
+                    return self._finish(stored, "filled", stored.intent.quantity, average)
+                if state in ("REJECTED", "CANCELLED"):
+                    filled, average = self._trade_fill(order_id)
+                    final: IntentState = (
+                        "cancelled" if filled or state == "CANCELLED" else "rejected"
+                    )
+                    return self._finish(stored, final, filled, average, status.value.status)
+            if clock.monotonic() >= deadline:
+                broker.cancel(order_id, tag)
+                again = broker.order_status(order_id, tag)
+                if isinstance(again, Ok) and again.value.status.upper() == "COMPLETE":
+                    average = again.value.average_price or self._trade_fill(order_id)[1]
+                    return self._finish(stored, "filled", stored.intent.quantity, average)
+                filled, average = self._trade_fill(order_id)
+                return self._finish(stored, "cancelled", filled, average, "fill timeout")
+            clock.sleep(delay)
+            delay = min(delay * 2, self.limits.fill_poll_max_ms / 1000)
+
+    def _trade_fill(self, order_id: str) -> tuple[int, Decimal | None]:
+        trades = self.ports.broker.trade_book()
+        if not isinstance(trades, Ok):
+            return 0, None
+        rows: list[TradeRow] = [t for t in trades.value if t.order_id == order_id]
+        quantity = sum(t.quantity for t in rows if t.quantity > 0 and t.average_price > 0)
+        if not quantity:
+            return 0, None
+        value = sum(
+            (t.average_price * t.quantity for t in rows if t.quantity > 0 and t.average_price > 0),
+            Decimal(0),
+        )
+        return quantity, value / quantity
+
+    def _finish(
+        self,
+        stored: StoredIntent,
+        state: IntentState,
+        filled: int,
+        average: Decimal | None,
+        detail: str | None = None,
+    ) -> StoredIntent:
+        data: dict[str, Any] = {"filled_quantity": filled, "average_price": average}
+        if detail and state != "filled":
+            intent = stored.intent
+            data["last_error"] = f"{intent.symbol} {intent.action} {intent.quantity} {detail}"
+        current = self._get(stored.id)
+        return self._move(current, state, data)
+
+    def resolve_unknown(self, stored: StoredIntent) -> StoredIntent:
+        """Find an unknown order in the books by its parameters; bind, or not_found in time."""
+        clock = self.ports.clock
+        broker = self.ports.broker
+        started = clock.monotonic()
+        current = stored
+        if current.state == "sending":
+            current = self._move(current, "unknown", {"last_error": "send outcome unknown"})
+        sent_at = current.sent_at or clock.now()
+        while True:
+            book = broker.order_book()
+            trades = broker.trade_book()
+            if isinstance(book, Ok) and isinstance(trades, Ok):
+                match = match_unknown(
+                    current.intent,
+                    sent_at,
+                    book.value,
+                    trades.value,
+                    (),
+                    self.limits.match_window_s,
+                )
+                if match.kind == "bind" and match.order_id:
+                    bound = self._move(current, "accepted", {"broker_order_id": match.order_id})
+                    return self.await_fill(bound)
+                if match.kind == "ambiguous":
+                    return self._move(
+                        current, "ambiguous", {"last_error": "several broker orders match"}
+                    )
+            if clock.monotonic() - started >= self.limits.not_found_after_s:
+                return self._move(
+                    current,
+                    "not_found",
+                    {"last_error": "not found in the books (not venue confirmation)"},
+                )
+            clock.sleep(self.limits.lookup_spacing_s)
+
+
+def _order_request(intent: OrderIntent) -> OrderRequest:
+    price = (
+        intent.limit_price if intent.limit_price is not None else Decimal(repr(intent.ref_price))
+    )
+    return OrderRequest(
+        symbol=intent.symbol,
+        exchange=intent.exchange,
+        action=intent.action,
+        product=intent.product,
+        pricetype=intent.pricetype,
+        quantity=intent.quantity,
+        price=price,
+        tag=intent.client_order_id,
+    )
+
+
+def _label_and_leg(client_id: str) -> tuple[int, str]:
+    """Label number and leg from ``pm-<fp>-<label>-<leg>-<attempt>``."""
+    parts = client_id.split("-")
+    try:
+        return int(parts[2]), parts[3]
+    except (IndexError, ValueError):
+        return 0, "FUT"

@@ -1,0 +1,528 @@
+"""SignalService: one webhook signal from L1 to its stored answer (service.md 2).
+
+reserve (T1) -> execute (no transaction) -> settle (T2), with L1 (this process), L2 (the
+SignalLock port) and L3 (the unique signal row) in front. Everything decided is decided by
+the pure core; this module only sequences port calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import attrs
+
+from pm_core import codes as reason
+from pm_core.config import DomainConfig
+from pm_core.decide import apply_fills, decide, remap_intents, settle_decision
+from pm_core.errors import ClaimLost, DatabaseUnavailable, PmError, StaleVersionError
+from pm_core.model import (
+    Block,
+    Code,
+    Decision,
+    MarketContext,
+    ReceivedSignal,
+    RecordedSignals,
+    Signal,
+)
+from pm_core.ports import (
+    TERMINAL_SIGNAL_STATES,
+    Claimed,
+    Existing,
+    LockHandle,
+    Ports,
+    SignalFence,
+    StoredIntent,
+    StoredSignal,
+    UnitOfWork,
+)
+from pm_core.service.api import NullObserver, Observer, ServiceUnavailable, SignalResult
+from pm_core.service.executor import Executor, GroupResult
+from pm_core.service.l1 import L1Cache
+from pm_core.service.limits import ServiceLimits
+from pm_core.service.market import market_needs, read_market
+from pm_core.service.responses import (
+    decided_body,
+    duplicate_body,
+    in_progress_body,
+    order_rows,
+    original_of,
+)
+from pm_core.service.tx import RetryPolicy, in_transaction
+from pm_core.signal import find_duplicate
+
+log = logging.getLogger("pm.service")
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Reservation:
+    """T1 committed a reservation: the intents to send for this signal."""
+
+    signal_id: int
+    epoch: int
+    decision: Decision
+    intents: tuple[StoredIntent, ...]
+
+
+@attrs.frozen
+class Answer:
+    """T1 (or a duplicate layer) already settled the answer."""
+
+    result: SignalResult
+    signal_id: int | None
+    terminal: bool
+
+
+class SignalService:
+    """Processes signals exactly once through the ports (architecture 7)."""
+
+    def __init__(
+        self,
+        ports: Ports,
+        config: DomainConfig,
+        limits: ServiceLimits,
+        observer: Observer | None = None,
+    ) -> None:
+        self.ports = ports
+        self.config = config
+        self.limits = limits
+        self.observer: Observer = observer or NullObserver()
+        self.executor = Executor(ports, limits, self.observer)
+        self.l1 = L1Cache(limits.l1_size)
+        self.request_policy = RetryPolicy(
+            limits.tx_attempts,
+            limits.tx_backoff_base_ms / 1000,
+            limits.tx_backoff_cap_ms / 1000,
+            limits.tx_budget_request_ms / 1000,
+        )
+        self._pool = ThreadPoolExecutor(limits.signal_workers, thread_name_prefix="pm-signal")
+        self._slots = threading.BoundedSemaphore(limits.signal_workers + limits.signal_queue)
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._idle = threading.Condition(self._inflight_lock)
+
+    def set_observer(self, observer: Observer) -> None:
+        """Report to ``observer`` from now on."""
+        self.observer = observer
+        self.executor.observer = observer
+
+    # ------------------------------------------------------------------ pool
+
+    def submit(self, received: ReceivedSignal, request_id: str) -> Future[SignalResult]:
+        """Queue a signal on the worker pool; ServiceUnavailable(overloaded) when full."""
+        if not self._slots.acquire(blocking=False):
+            raise ServiceUnavailable("overloaded", 1)
+        with self._inflight_lock:
+            self._inflight += 1
+        self.observer.inflight(1)
+        try:
+            future = self._pool.submit(self.handle, received, request_id)
+        except RuntimeError:  # pool shut down
+            self._done(None)
+            raise ServiceUnavailable("draining", 5) from None
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _future: Future[SignalResult] | None) -> None:
+        self._slots.release()
+        self.observer.inflight(-1)
+        with self._inflight_lock:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no signal is in flight here (graceful shutdown); False on timeout."""
+        with self._inflight_lock:
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout_s)
+
+    def shutdown(self) -> None:
+        """Stop taking work; running signals finish."""
+        self._pool.shutdown(wait=False, cancel_futures=False)
+
+    # ------------------------------------------------------------------ handle
+
+    def handle(self, received: ReceivedSignal, request_id: str) -> SignalResult:
+        """Process one validated signal and return its HTTP answer."""
+        clock = self.ports.clock
+        started = clock.monotonic()
+        signal = received.signal
+        fp = received.fingerprint
+        entry = self.l1.get(fp)
+        if entry is not None:
+            if entry.terminal is not None:
+                self.observer.duplicate("l1")
+                return self._duplicate(
+                    request_id,
+                    "l1",
+                    entry.signal_id,
+                    fp,
+                    original_of(
+                        entry.terminal.http_status, entry.completed_at, entry.terminal.body
+                    ),
+                )
+            return SignalResult(
+                202, in_progress_body(request_id, entry.signal_id, fp, "processing")
+            )
+        if not self.l1.begin(fp):
+            return SignalResult(202, in_progress_body(request_id, None, fp, "processing"))
+        handle: LockHandle | None = None
+        answer: Answer | None = None
+        try:
+            handle = self._acquire_lock(fp)
+            if handle is None:
+                answer = self._wait_for_owner(fp, request_id)
+            if answer is None:
+                market = self._market(signal)
+                answer = self._process(received, market, request_id, started)
+            return answer.result
+        except (DatabaseUnavailable, StaleVersionError) as exc:
+            log.warning("database unavailable while processing", extra={"error": str(exc)})
+            answer = None
+            return SignalResult(
+                503,
+                {
+                    "status": "unavailable",
+                    "request_id": request_id,
+                    "reason": "database_unavailable",
+                    "retry_after_s": 5,
+                },
+                retry_after_s=5,
+            )
+        finally:
+            if handle is not None:
+                self._release_lock(handle)
+            if answer is not None and answer.terminal:
+                self.l1.finish(fp, answer.signal_id, answer.result, clock.now())
+            else:
+                self.l1.forget(fp)
+            self.observer.signal_finished(
+                str(answer.result.body.get("status")) if answer else "error",
+                signal.instrument,
+                signal.type,
+                clock.monotonic() - started,
+            )
+
+    def in_progress(self, received: ReceivedSignal, request_id: str) -> SignalResult:
+        """The 202 answer for a signal still being worked on."""
+        entry = self.l1.get(received.fingerprint)
+        signal_id = entry.signal_id if entry is not None else None
+        return SignalResult(
+            202, in_progress_body(request_id, signal_id, received.fingerprint, "processing")
+        )
+
+    # ------------------------------------------------------------------ L2
+
+    def _acquire_lock(self, fp: str) -> LockHandle | None:
+        try:
+            handle = self.ports.lock.acquire(fp, self.limits.signal_lock_ttl_ms)
+        except PmError as exc:
+            self.observer.lock_failure("store_down")
+            log.warning("signal lock unavailable", extra={"error": str(exc)})
+            return LockHandle(fp, "", self.limits.instance_id, degraded=True)
+        if handle is None:
+            self.observer.lock_failure("held")
+        return handle
+
+    def _release_lock(self, handle: LockHandle) -> None:
+        if handle.degraded:
+            return
+        try:
+            self.ports.lock.release(handle)
+        except PmError as exc:
+            log.warning("signal lock release failed", extra={"error": str(exc)})
+
+    def _wait_for_owner(self, fp: str, request_id: str) -> Answer | None:
+        """L2 held elsewhere: poll for the owner's row a short while, else fall through to L3."""
+        clock = self.ports.clock
+        deadline = clock.monotonic() + self.limits.lock_wait_ms / 1000
+        while True:
+            row = self._tx(lambda u: u.signals.by_fingerprint(fp))
+            if row is not None:
+                return self._answer_existing(row, request_id, "l2")
+            if clock.monotonic() >= deadline:
+                return None
+            clock.sleep(self.limits.lock_poll_ms / 1000)
+
+    def _answer_existing(self, row: StoredSignal, request_id: str, layer: str) -> Answer:
+        if row.status in TERMINAL_SIGNAL_STATES and row.status != "duplicate":
+            self.observer.duplicate(layer)
+            original = original_of(row.http_status, row.completed_at, row.response or row.outcome)
+            return Answer(
+                self._duplicate(request_id, layer, row.id, row.fingerprint, original), row.id, True
+            )
+        return Answer(
+            SignalResult(202, in_progress_body(request_id, row.id, row.fingerprint, row.status)),
+            row.id,
+            False,
+        )
+
+    def _duplicate(
+        self,
+        request_id: str,
+        layer: str,
+        signal_id: int | None,
+        fp: str,
+        original: Mapping[str, Any] | None,
+    ) -> SignalResult:
+        code = Code("duplicate_fingerprint", {"fingerprint": fp})
+        body = duplicate_body(
+            request_id, layer, code.code, reason.render(code), signal_id or 0, fp, original
+        )
+        return SignalResult(200, body)
+
+    # ------------------------------------------------------------------ market
+
+    def _market(self, signal: Signal) -> MarketContext:
+        needs = market_needs(signal, self.config, self.ports.clock.now())
+        return read_market(
+            self.ports.broker, needs, self.ports.clock, self.limits.market_data_timeout_ms
+        )
+
+    # ------------------------------------------------------------------ phases
+
+    def _tx(self, work: Callable[[UnitOfWork], T]) -> T:
+        return in_transaction(
+            self.ports.uow,
+            work,
+            self.ports.clock,
+            self.request_policy,
+            on_retry=lambda exc: self.observer.tx_retry(type(exc).__name__),
+        )
+
+    def _process(
+        self,
+        received: ReceivedSignal,
+        market: MarketContext,
+        request_id: str,
+        started: float,
+        claimed: tuple[int, int] | None = None,
+    ) -> Answer:
+        outcome = self._reserve(received, market, request_id, started, claimed)
+        if isinstance(outcome, Answer):
+            return outcome
+        try:
+            group = self.executor.run_group(
+                SignalFence(outcome.signal_id, outcome.epoch), outcome.intents
+            )
+            answer = self._settle(received, outcome, group, request_id, started)
+        except ClaimLost as exc:
+            log.warning("claim lost; the new owner finishes", extra={"error": str(exc)})
+            return Answer(
+                SignalResult(
+                    202,
+                    in_progress_body(
+                        request_id, outcome.signal_id, received.fingerprint, "processing"
+                    ),
+                ),
+                outcome.signal_id,
+                False,
+            )
+        self._run_queued(received.signal.instrument)
+        return answer
+
+    def _reserve(
+        self,
+        received: ReceivedSignal,
+        market: MarketContext,
+        request_id: str,
+        started: float,
+        claimed: tuple[int, int] | None,
+    ) -> Answer | Reservation:
+        signal = received.signal
+        fp = received.fingerprint
+        config = self.config
+        clock = self.ports.clock
+        me = self.limits.instance_id
+
+        def work(u: UnitOfWork) -> Answer | Reservation:
+            if claimed is None:
+                claim = u.signals.claim(signal, fp, received.received_at, me, 1)
+                if isinstance(claim, Existing):
+                    return self._answer_l3(claim, request_id, fp)
+                assert isinstance(claim, Claimed)
+                signal_id, epoch = claim.id, claim.epoch
+                u.statistics.add({"signals_received": 1})
+            else:
+                signal_id, epoch = claimed
+            snapshot = u.portfolio.lock()
+            near = [
+                r
+                for r in u.signals.near(
+                    signal.instrument,
+                    signal.type,
+                    signal.position,
+                    signal.timestamp,
+                    config.portfolio.near_duplicate_window_s,
+                )
+                if r.signal_id != signal_id
+            ]
+            recorded = RecordedSignals(near)
+            dup = find_duplicate(recorded, signal, fp, config.portfolio.near_duplicate_window_s)
+            if dup is not None:
+                original = dup[1]
+                u.signals.mark_duplicate(signal_id, original.signal_id or 0, "near", epoch)
+                u.statistics.add({"duplicates_near": 1})
+                return self._answer_near(u, signal_id, fp, request_id, original.signal_id)
+            if self._barriered(u, signal.instrument, signal_id):
+                u.signals.set_state(signal_id, "queued", epoch)
+                return Answer(
+                    SignalResult(202, in_progress_body(request_id, signal_id, fp, "queued")),
+                    signal_id,
+                    False,
+                )
+            now = clock.now()
+            mine = attrs.evolve(received, signal_id=signal_id)
+            decision = decide(snapshot, mine, market, config, now, check_duplicates=False)
+            if not decision.intents:
+                u.portfolio.save(decision.changes, snapshot.version)
+                body = decided_body(
+                    request_id, signal_id, fp, signal, decision, (), self._elapsed_ms(started)
+                )
+                u.signals.finish(signal_id, decision, epoch, 200, body)
+                return Answer(SignalResult(200, body), signal_id, True)
+            ids = u.portfolio.save(decision.changes, snapshot.version)
+            intents = remap_intents(decision.intents, ids)
+            intent_ids = u.intents.add(intents, signal_id)
+            stored = tuple(
+                StoredIntent(id=i, intent=intent, state="pending", signal_id=signal_id)
+                for i, intent in zip(intent_ids, intents, strict=True)
+            )
+            return Reservation(signal_id, epoch, decision, stored)
+
+        return self._tx(work)
+
+    def _answer_l3(self, claim: Existing, request_id: str, fp: str) -> Answer:
+        self.observer.duplicate("l3")
+        if claim.status in TERMINAL_SIGNAL_STATES and claim.status != "duplicate":
+            original = original_of(
+                claim.http_status, claim.completed_at, claim.response or claim.outcome
+            )
+            return Answer(self._duplicate(request_id, "l3", claim.id, fp, original), claim.id, True)
+        return Answer(
+            SignalResult(202, in_progress_body(request_id, claim.id, fp, claim.status)),
+            claim.id,
+            False,
+        )
+
+    def _answer_near(
+        self, u: UnitOfWork, signal_id: int, fp: str, request_id: str, of_id: int | None
+    ) -> Answer:
+        self.observer.duplicate("near")
+        original_row = u.signals.get(of_id) if of_id else None
+        original: Mapping[str, Any] | None = None
+        if original_row is not None:
+            if original_row.status in TERMINAL_SIGNAL_STATES:
+                original = original_of(
+                    original_row.http_status,
+                    original_row.completed_at,
+                    original_row.response or original_row.outcome,
+                )
+            else:
+                original = {"state": original_row.status, "signal_id": original_row.id}
+        code = Code(
+            "duplicate_near_window",
+            {
+                "window": self.config.portfolio.near_duplicate_window_s,
+                "original_ts": original_row.signal.timestamp.isoformat() if original_row else "",
+            },
+        )
+        body = duplicate_body(
+            request_id, "near", code.code, reason.render(code), signal_id, fp, original
+        )
+        return Answer(SignalResult(200, body), signal_id, True)
+
+    def _barriered(self, u: UnitOfWork, instrument: str, signal_id: int) -> bool:
+        """An order group in flight, or an older queued signal, on the instrument."""
+        if any(s.state not in ("ambiguous",) for s in u.intents.open_for(instrument)):
+            return True
+        oldest = u.signals.oldest_queued(instrument)
+        return oldest is not None and oldest.id != signal_id
+
+    def _settle(
+        self,
+        received: ReceivedSignal,
+        reservation: Reservation,
+        group: GroupResult,
+        request_id: str,
+        started: float,
+    ) -> Answer:
+        signal = received.signal
+        config = self.config
+        fills = group.fills()
+        intents = [s.intent for s in group.intents]
+        sent = sum(1 for s in group.intents if s.broker_order_id)
+
+        def work(u: UnitOfWork) -> Answer:
+            snapshot = u.portfolio.lock()
+            changes = apply_fills(snapshot, intents, fills, config)
+            u.portfolio.save(changes, snapshot.version)
+            final = settle_decision(reservation.decision, changes.settlement)
+            if group.attention:
+                u.blocks.set(
+                    signal.instrument,
+                    Block(
+                        "unwind_failed",
+                        self.ports.clock.now(),
+                        {"signal_id": reservation.signal_id},
+                    ),
+                )
+            if sent:
+                u.statistics.add({"orders_placed": sent})
+            stored = u.intents.for_signal(reservation.signal_id)
+            body = decided_body(
+                request_id,
+                reservation.signal_id,
+                received.fingerprint,
+                signal,
+                final,
+                order_rows(stored),
+                self._elapsed_ms(started),
+            )
+            u.signals.finish(reservation.signal_id, final, reservation.epoch, 200, body)
+            return Answer(SignalResult(200, body), reservation.signal_id, True)
+
+        return self._tx(work)
+
+    def _run_queued(self, instrument: str) -> None:
+        """After T2 cleared the barrier, this instance claims the oldest queued signal."""
+        me = self.limits.instance_id
+        for _ in range(1000):  # bounded: each pass finishes one queued signal
+
+            def claim(u: UnitOfWork) -> tuple[StoredSignal, int] | None:
+                if any(u.intents.open_for(instrument)):
+                    return None
+                row = u.signals.oldest_queued(instrument)
+                if row is None:
+                    return None
+                epoch = u.signals.take_over(row.id, row.claim_epoch, me)
+                if epoch is None:
+                    return None
+                u.signals.set_state(row.id, "processing", epoch)
+                return row, epoch
+
+            taken = self._tx(claim)
+            if taken is None:
+                return
+            row, epoch = taken
+            received = ReceivedSignal(
+                row.signal, row.fingerprint, row.received_at, queued=True, signal_id=row.id
+            )
+            market = self._market(row.signal)
+            clock = self.ports.clock
+            try:
+                answer = self._process(
+                    received, market, f"queued-{row.id}", clock.monotonic(), (row.id, epoch)
+                )
+            except (DatabaseUnavailable, StaleVersionError, ClaimLost) as exc:
+                log.warning("queued signal left for recovery", extra={"error": str(exc)})
+                return
+            if answer.terminal:
+                self.l1.finish(row.fingerprint, row.id, answer.result, clock.now())
+
+    def _elapsed_ms(self, started: float) -> int:
+        return round((self.ports.clock.monotonic() - started) * 1000)
