@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from pm_core.backtest import BacktestResult, TradeRow, parse_jsonl, parse_payloads, run
 from pm_core.config import default_config
+from tests.strategies import valid_payloads
 
 CONFIG = default_config()
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -281,3 +282,14 @@ def test_fold_invariants(signals: list[dict[str, Any]], dedup: bool, mode: str) 
     text = result.to_json()
     assert text == run(signals, CONFIG, dedup=dedup, sizing_mode=mode).to_json()
     assert json.loads(text) == result.document()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(valid_payloads(), max_size=12), st.sampled_from(["tom_basso", "as_signalled"]))
+def test_any_valid_payloads_give_a_json_document(payloads: list[Any], mode: str) -> None:
+    result = run(payloads, CONFIG, sizing_mode=mode)
+    text = result.to_json()
+    assert "NaN" not in text and "Infinity" not in text
+    document = json.loads(text)
+    assert len(document["equity_curve"]) == result.stats.signals_processed
+    assert result.stats.signals_processed + result.stats.duplicates == len(payloads)
