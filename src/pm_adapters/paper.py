@@ -241,7 +241,9 @@ class PaperBroker:
         if known is not None:
             side = known.ask if order.action == "BUY" else known.bid
             return side if side else known.ltp
-        return order.price if order.price > 0 else None
+        # No quote: the order's own price is the reference, zero included: an at-the-money
+        # option's intrinsic value is 0, and the synthetic still fills at the signal price.
+        return order.price if order.price >= 0 else None
 
     def _try_fill(self, record: _Order) -> None:
         order = record.request

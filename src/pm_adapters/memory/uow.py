@@ -183,6 +183,7 @@ class _SignalRow:
     duplicate_layer: str | None = None
     duplicate_of_id: int | None = None
     completed_at: dt.datetime | None = None
+    response: Mapping[str, Any] | None = None
 
     def stored(self) -> StoredSignal:
         return StoredSignal(
@@ -196,6 +197,8 @@ class _SignalRow:
             outcome=self.outcome,
             http_status=self.http_status,
             attention_required=self.attention_required,
+            response=self.response,
+            completed_at=self.completed_at,
         )
 
 
@@ -534,6 +537,7 @@ class _SignalRepo:
                 outcome=row.outcome,
                 http_status=row.http_status,
                 completed_at=row.completed_at,
+                response=row.response,
             )
         new_id = uow._store.next_id()
         uow.w("signals")[new_id] = _SignalRow(
@@ -562,7 +566,12 @@ class _SignalRepo:
         self.uow.w("signals")[signal_id] = attrs.evolve(row, status=state, completed_at=completed)
 
     def finish(
-        self, signal_id: int, decision: Decision, epoch: int, http_status: int = 200
+        self,
+        signal_id: int,
+        decision: Decision,
+        epoch: int,
+        http_status: int = 200,
+        response: Mapping[str, Any] | None = None,
     ) -> None:
         state = finish_state(decision)
         row = self._owned(signal_id, epoch)
@@ -572,6 +581,7 @@ class _SignalRepo:
             outcome=jsonable(decision.record()),
             http_status=http_status,
             completed_at=self.uow.now(),
+            response=None if response is None else jsonable(response),
         )
 
     def mark_duplicate(self, signal_id: int, of_id: int, layer: str, epoch: int) -> None:
