@@ -245,6 +245,12 @@ class Executor:
         (new_id,) = self._tx(lambda u: u.intents.add([new], signal_id))
         return self._get(new_id)
 
+    def abandon(self, stored: StoredIntent, why: str) -> StoredIntent:
+        """A pending intent that will never be sent (recovery of a stale entry)."""
+        if stored.state != "pending":
+            return stored
+        return self._move(stored, "abandoned", {"last_error": why})
+
     # ------------------------------------------------------------------ one leg
 
     def execute(self, fence: Fence, stored: StoredIntent) -> StoredIntent:

@@ -462,6 +462,13 @@ class SignalService:
             changes = apply_fills(snapshot, intents, fills, config)
             u.portfolio.save(changes, snapshot.version)
             final = settle_decision(reservation.decision, changes.settlement)
+            if reservation.decision.codes and final.outcome == "failed":
+                # Abandoned: the reason is the crash, not a broker failure.
+                final = attrs.evolve(
+                    final,
+                    codes=reservation.decision.codes,
+                    messages=reservation.decision.messages,
+                )
             if group.attention:
                 u.blocks.set(
                     signal.instrument,
@@ -487,6 +494,48 @@ class SignalService:
             return Answer(SignalResult(200, body), reservation.signal_id, True)
 
         return self._tx(work)
+
+    def resume(self, row: StoredSignal, epoch: int, *, abandon_after_s: float | None) -> Answer:
+        """Finish a signal taken over from a dead owner (service.md 8 step 8).
+
+        Its committed intents are executed or resolved (never re-sent once sent); an entry
+        none of whose legs was sent is abandoned when older than ``abandon_after_s``.
+        """
+        clock = self.ports.clock
+        started = clock.monotonic()
+        received = ReceivedSignal(row.signal, row.fingerprint, row.received_at, signal_id=row.id)
+        if row.status == "queued":
+            return Answer(
+                SignalResult(202, in_progress_body("recovery", row.id, row.fingerprint, "queued")),
+                row.id,
+                False,
+            )
+        intents = tuple(self._tx(lambda u: u.intents.for_signal(row.id)))
+        if not intents:
+            # T1 never committed a reservation for it: decide it now, as a fresh signal would.
+            market = self._market(row.signal)
+            return self._process(received, market, f"recovery-{row.id}", started, (row.id, epoch))
+        age = (clock.now() - row.received_at).total_seconds()
+        unsent = all(s.state == "pending" and s.attempts == 0 for s in intents)
+        entry = row.signal.type in ("BASE_ENTRY", "PYRAMID")
+        abandon = entry and unsent and abandon_after_s is not None and age > abandon_after_s
+        if abandon:
+            finals = tuple(self.executor.abandon(s, "abandoned after a crash") for s in intents)
+            group = GroupResult(finals)
+            base = Decision(
+                outcome="pending",
+                codes=(Code("abandoned_after_crash", {"age": age}),),
+                messages=(reason.render(Code("abandoned_after_crash", {"age": age})),),
+            )
+        else:
+            group = self.executor.run_group(SignalFence(row.id, epoch), intents)
+            base = Decision(
+                outcome="pending", total_pnl=0.0 if row.signal.position == "ALL" else None
+            )
+        reservation = Reservation(row.id, epoch, base, intents)
+        answer = self._settle(received, reservation, group, f"recovery-{row.id}", started)
+        self._run_queued(row.signal.instrument)
+        return answer
 
     def _run_queued(self, instrument: str) -> None:
         """After T2 cleared the barrier, this instance claims the oldest queued signal."""
