@@ -107,6 +107,8 @@ def main(config: dict[str, Any]) -> None:
         on_leadership=on_leadership,
     )
     scheduler.add(IntervalJob("fenced_write", job_every_s, fenced_job))
+    if ports.coordinator is not None:
+        ports.coordinator.listen_released(lambda holder: scheduler.wake())
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pm_adapters.clock import ManualClock
+from pm_adapters.clock import ManualClock, SystemClock
 from pm_adapters.memory.coordination import MemoryCoordination
 from pm_core.ports import InstanceInfo, Lease
 from pm_core.service.jobs import (
@@ -247,3 +247,32 @@ def test_sweep_marks_stale_instances_crashed_and_clears_their_locks() -> None:
     assert store.signal_lock("x").acquire("a" * 64, 1000) is not None
     assert store.signal_lock("x").acquire("b" * 64, 1000) is None
     assert crash_stale_instances(registry) == [], "crashed once only"
+
+
+def test_wake_runs_the_election_before_the_tick() -> None:
+    clock = SystemClock()
+    store = MemoryCoordination(clock)
+    other = store.leader("other", lease_ms=60_000)
+    held = other.try_acquire()
+    assert held is not None
+    scheduler = LeaderScheduler(
+        store.leader("a", lease_ms=6000),
+        clock,
+        retention=Recorder(),
+        retention_at=dt.time(2, 30),
+        tz=IST,
+        timings=LeaderTimings(lease_ms=6000, renew_ms=2000, tick_ms=2000),
+    )
+    scheduler.start()
+    try:
+        time.sleep(0.2)  # first round done: a follower now sleeps for a 2 s tick
+        assert current(scheduler) is None
+        other.resign(held)
+        woken_at = time.monotonic()
+        scheduler.wake()
+        while current(scheduler) is None and time.monotonic() - woken_at < 1.5:
+            time.sleep(0.005)
+        assert current(scheduler) is not None
+        assert time.monotonic() - woken_at < 0.5, "the notice, not the 2 s tick, elected it"
+    finally:
+        scheduler.stop()

@@ -26,7 +26,7 @@ from pm_adapters.ratebudget import LocalRateBudget
 from pm_adapters.redis.breaker import CircuitBreaker, Mode
 from pm_adapters.redis.client import DEFAULT_PREFIX, make_client, redis_call
 from pm_adapters.redis.heartbeat import RedisHeartbeats
-from pm_adapters.redis.leader import RedisLeaderKey
+from pm_adapters.redis.leader import RedisLeaderKey, ReleaseListener
 from pm_adapters.redis.lock import RedisSignalLock
 from pm_adapters.redis.ratebudget import RedisRateBudget
 from pm_adapters.sql.fence import SqlFence
@@ -132,6 +132,15 @@ class Coordinator:
     def on_mode_change(self, listener: Callable[[Mode, Mode], None]) -> None:
         """Call ``listener(old, new)`` on every switch."""
         self.breaker.on_mode_change(listener)
+
+    def listen_released(self, on_released: Callable[[str], None]) -> ReleaseListener:
+        """Call ``on_released(holder)`` on each ``leader_released`` notice (e.g. scheduler.wake).
+
+        The listener thread re-subscribes after Redis outages; ``stop()`` it at shutdown.
+        """
+        return self.leader_key.listen_released(
+            on_released, poll_s=self.settings.election_tick_ms / 1000
+        )
 
     def redis(self, operation: Callable[[], T]) -> T:
         """Run one Redis operation through the breaker; CoordinationUnavailable if not allowed."""

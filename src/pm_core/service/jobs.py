@@ -22,6 +22,7 @@ from pm_core.ports import Clock, InstanceRegistry, LeaderElection, Lease, Signal
 log = logging.getLogger("pm.jobs")
 
 JobFn = Callable[[int], None]
+WAKE_SLICE_S = 0.02
 StepDownReason = Literal["lost", "renewal_failed", "resigned"]
 
 
@@ -107,6 +108,7 @@ class LeaderScheduler:
         self._last_renewal = 0.0
         self._next_renewal = 0.0
         self._stopping = threading.Event()
+        self._woken = threading.Event()
         self._threads: list[threading.Thread] = []
         self.job_errors: list[tuple[str, BaseException]] = []
 
@@ -262,7 +264,12 @@ class LeaderScheduler:
             self._threads.append(thread)
             thread.start()
 
+    def wake(self) -> None:
+        """Run the next election round now (a ``leader_released`` notice arrived)."""
+        self._woken.set()
+
     def _loop(self, step: Callable[[], float]) -> None:
+        wakeable = step == self.election_step
         while not self._stopping.is_set():
             try:
                 delay = step()
@@ -271,7 +278,15 @@ class LeaderScheduler:
                 delay = self._timings.tick_ms / 1000
             if self._stopping.is_set():
                 return
-            self._clock.sleep(max(delay, 0.001))
+            # Sleep in short slices so a notice or stop is seen within WAKE_SLICE_S.
+            until = self._clock.monotonic() + max(delay, 0.001)
+            while not self._stopping.is_set() and not (wakeable and self._woken.is_set()):
+                left = until - self._clock.monotonic()
+                if left <= 0:
+                    break
+                self._clock.sleep(min(left, WAKE_SLICE_S))
+            if wakeable:
+                self._woken.clear()
 
     def stop(self, *, resign: bool = True, timeout_s: float = 10.0) -> None:
         """Stop both threads; then resign if leading (followers take over at once)."""
