@@ -92,14 +92,14 @@ def run(
     total = len(ordered)
     for done, signal in enumerate(ordered, 1):
         received = ReceivedSignal(signal, fingerprint(signal), signal.timestamp)
-        outcome_of = step(snapshot, received, config, dedup=dedup, slippage_ticks=slippage_ticks)
-        if outcome_of.duplicate:
+        stepped = step(snapshot, received, config, dedup=dedup, slippage_ticks=slippage_ticks)
+        if stepped.duplicate:
             duplicates += 1
         else:
-            snapshot = outcome_of.snapshot
-            decision = outcome_of.decision
-            if outcome_of.trades:
-                closes.extend(outcome_of.trades)
+            snapshot = stepped.snapshot
+            decision = stepped.decision
+            if stepped.trades:
+                closes.extend(stepped.trades)
             outcome = decision.outcome
             counts = outcomes[signal.type]
             counts[outcome] = counts.get(outcome, 0) + 1
