@@ -434,7 +434,9 @@ def test_finish_records_outcome_and_replays(uows: UnitOfWorkFactory) -> None:
     with uows.begin() as uow:
         with pytest.raises(ValueError):
             uow.signals.finish(c.id, Decision(outcome="pending"), c.epoch)
-        uow.signals.finish(c.id, decision, c.epoch, http_status=200)
+        uow.signals.finish(
+            c.id, decision, c.epoch, http_status=200, response={"status": "blocked", "n": [1]}
+        )
         uow.commit()
     with uows.begin() as uow:
         again = uow.signals.claim(signal(), FP, T0, "inst-b")
@@ -442,6 +444,11 @@ def test_finish_records_outcome_and_replays(uows: UnitOfWorkFactory) -> None:
     assert isinstance(again, Existing)
     assert again.status == "blocked" and again.http_status == 200
     assert again.outcome == decision.record() and again.completed_at is not None
+    assert again.response == {"status": "blocked", "n": [1]}
+    with uows.begin(read_only=True) as uow:
+        stored = uow.signals.get(c.id)
+    assert stored is not None and stored.response == again.response
+    assert stored.completed_at == again.completed_at
 
 
 def test_epoch_fencing_and_take_over(uows: UnitOfWorkFactory) -> None:

@@ -108,7 +108,7 @@ def position_from_row(row: Mapping[Any, Any]) -> Position:
 
 def signal_payload(signal: Signal) -> dict[str, Any]:
     """The signal as stored in ``signal_log.payload`` (it never carries the secret)."""
-    payload: dict[str, Any] = jsonable(converter.unstructure(signal))
+    payload: dict[str, Any] = converter.unstructure(signal)  # the JSON codec writes datetimes
     return payload
 
 
@@ -130,6 +130,8 @@ def stored_signal_from_row(row: Mapping[Any, Any]) -> StoredSignal:
         outcome=row["outcome"],
         http_status=row["http_status"],
         attention_required=bool(row["attention_required"]),
+        response=row["response"],
+        completed_at=row["completed_at"],
     )
 
 

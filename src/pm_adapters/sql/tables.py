@@ -139,6 +139,8 @@ signal_log = sa.Table(
     sa.Column("last_duplicate_at", UtcDateTime),
     sa.Column("outcome", Json),
     sa.Column("http_status", sa.Integer),
+    # The response body a replay returns (decision record plus the signal's intents).
+    sa.Column("response", Json),
     sa.Column("attention_required", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("owner_instance_id", sa.String(128)),
     sa.Column("claim_epoch", sa.BigInteger, nullable=False, server_default=sa.text("1")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -41,6 +42,7 @@ from pm_adapters.sql.tables import (
     signal_log,
     trading_statistics,
 )
+from pm_adapters.sql.types import UtcDateTime
 from pm_core.errors import (
     ClaimLost,
     DuplicateKey,
@@ -100,6 +102,72 @@ _NOT_INIT = "portfolio_state row missing: run `pm init [--capital <amount>]`"
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- statements
+# Built once: the hot path (T1) only binds parameters to cached, compiled statements.
+
+
+def _insert(dialect: str) -> Callable[[sa.Table], Any]:
+    return pg_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert
+
+
+@functools.cache
+def _claim_insert(dialect: str) -> Any:
+    return (
+        _insert(dialect)(signal_log)
+        .on_conflict_do_nothing(index_elements=["fingerprint"])
+        .returning(signal_log.c.id)
+    )
+
+
+@functools.cache
+def _statistics_upsert(dialect: str) -> Any:
+    insert = _insert(dialect)(trading_statistics)
+    return insert.on_conflict_do_update(
+        index_elements=["name"],
+        set_={
+            "value": trading_statistics.c.value + insert.excluded.value,
+            "updated_at": insert.excluded.updated_at,
+        },
+    )
+
+
+@functools.cache
+def _pyramiding_upsert(dialect: str, columns: frozenset[str]) -> Any:
+    insert = _insert(dialect)(pyramiding_state)
+    set_: dict[str, Any] = {name: insert.excluded[name] for name in sorted(columns)}
+    set_["version"] = pyramiding_state.c.version + 1
+    set_["updated_at"] = insert.excluded.updated_at
+    return insert.on_conflict_do_update(index_elements=["instrument"], set_=set_)
+
+
+_DUPLICATE_BUMP = (
+    signal_log.update()
+    .where(signal_log.c.fingerprint == sa.bindparam("fp"))
+    .values(
+        duplicate_count=signal_log.c.duplicate_count + 1,
+        last_duplicate_at=sa.bindparam("at", type_=UtcDateTime),
+    )
+    .returning(
+        signal_log.c.id,
+        signal_log.c.status,
+        signal_log.c.outcome,
+        signal_log.c.http_status,
+        signal_log.c.completed_at,
+        signal_log.c.response,
+    )
+)
+# SET columns come from the parameter names; sid/seen_epoch bind the fence.
+_OWNED_UPDATE = signal_log.update().where(
+    signal_log.c.id == sa.bindparam("sid"),
+    signal_log.c.claim_epoch == sa.bindparam("seen_epoch"),
+)
+_PORTFOLIO_BUMP = (
+    portfolio_state.update()
+    .where(portfolio_state.c.id == 1, portfolio_state.c.version == sa.bindparam("expected"))
+    .values(version=portfolio_state.c.version + 1)
+)
 
 
 class SqlUnitOfWorkFactory:
@@ -283,6 +351,35 @@ def _real(id_map: Mapping[int, int], pid: int | None) -> int | None:
     return id_map.get(pid, pid)
 
 
+_STATE_Q = sa.select(
+    portfolio_state.c.version,
+    portfolio_state.c.initial_capital,
+    portfolio_state.c.closed_equity,
+    portfolio_state.c.equity_high,
+).where(portfolio_state.c.id == 1)
+_LOCK_Q = _STATE_Q.with_for_update()
+_LIVE_Q = sa.select(*_POSITION_COLUMNS).where(_P.status.in_(_LIVE)).order_by(_P.id)
+# Pyramiding state, marks and blocks are all keyed by instrument: one round trip for both.
+_PER_INSTRUMENT_Q = sa.select(
+    pyramiding_state.c.instrument.label("p_instrument"),
+    pyramiding_state.c.base_position_id,
+    pyramiding_state.c.last_pyramid_price,
+    pyramiding_state.c.mark_price,
+    pyramiding_state.c.mark_atr,
+    pyramiding_state.c.mark_ts,
+    instrument_blocks.c.instrument.label("b_instrument"),
+    instrument_blocks.c.reason,
+    instrument_blocks.c.since,
+    instrument_blocks.c.detail,
+).select_from(
+    pyramiding_state.join(
+        instrument_blocks,
+        pyramiding_state.c.instrument == instrument_blocks.c.instrument,
+        full=True,
+    )
+)
+
+
 class _PortfolioRepo:
     def __init__(self, uow: SqlUnitOfWork) -> None:
         self.uow = uow
@@ -295,34 +392,22 @@ class _PortfolioRepo:
 
     def _snapshot(self, *, lock: bool) -> PortfolioSnapshot:
         uow = self.uow
-        q = sa.select(
-            portfolio_state.c.version,
-            portfolio_state.c.initial_capital,
-            portfolio_state.c.closed_equity,
-            portfolio_state.c.equity_high,
-        ).where(portfolio_state.c.id == 1)
-        if lock and not uow.read_only:
-            q = q.with_for_update()
-        row = uow.x(q).first()
+        row = uow.x(_LOCK_Q if lock and not uow.read_only else _STATE_Q).first()
         if row is None:
             raise NotInitialised(_NOT_INIT)
-        positions = tuple(
-            rowconv.position_from_row(r._mapping)
-            for r in uow.x(
-                sa.select(*_POSITION_COLUMNS).where(_P.status.in_(_LIVE)).order_by(_P.id)
-            )
-        )
+        positions = tuple(rowconv.position_from_row(r._mapping) for r in uow.x(_LIVE_Q))
         pyramiding: dict[str, PyramidingState] = {}
         marks: dict[str, Mark] = {}
-        for r in uow.x(sa.select(pyramiding_state).order_by(pyramiding_state.c.instrument)):
+        blocks: dict[str, Block] = {}
+        for r in uow.x(_PER_INSTRUMENT_Q):
             if r.base_position_id is not None or r.last_pyramid_price is not None:
-                pyramiding[r.instrument] = PyramidingState(r.base_position_id, r.last_pyramid_price)
+                pyramiding[r.p_instrument] = PyramidingState(
+                    r.base_position_id, r.last_pyramid_price
+                )
             if r.mark_price is not None:
-                marks[r.instrument] = Mark(r.mark_price, r.mark_atr, r.mark_ts)
-        blocks = {
-            r.instrument: Block(r.reason, r.since, r.detail or {})
-            for r in uow.x(sa.select(instrument_blocks).order_by(instrument_blocks.c.instrument))
-        }
+                marks[r.p_instrument] = Mark(r.mark_price, r.mark_atr, r.mark_ts)
+            if r.reason is not None:
+                blocks[r.b_instrument] = Block(r.reason, r.since, r.detail or {})
         return PortfolioSnapshot(
             version=row.version,
             initial_capital=row.initial_capital,
@@ -339,15 +424,11 @@ class _PortfolioRepo:
     def save(self, changes: ChangeSet, expected_version: int) -> Mapping[int, int]:
         uow = self.uow
         now = uow.now()
-        values: dict[str, Any] = {"version": portfolio_state.c.version + 1, "updated_at": now}
+        values: dict[str, Any] = {"expected": expected_version, "updated_at": now}
         if changes.portfolio is not None:
             values["closed_equity"] = changes.portfolio.closed_equity
             values["equity_high"] = changes.portfolio.equity_high
-        done = uow.x(
-            portfolio_state.update()
-            .where(portfolio_state.c.id == 1, portfolio_state.c.version == expected_version)
-            .values(**values)
-        )
+        done = uow.x(_PORTFOLIO_BUMP, values)
         if done.rowcount == 0:
             found = uow.x(sa.select(portfolio_state.c.version)).scalar()
             if found is None:
@@ -459,13 +540,8 @@ class _PortfolioRepo:
         mark = changes.marks.get(inst)
         if mark is not None:
             values.update(mark_price=mark.price, mark_atr=mark.atr, mark_ts=mark.ts)
-        update = {**values, "version": pyramiding_state.c.version + 1, "updated_at": now}
-        self.uow.upsert(
-            pyramiding_state,
-            {"instrument": inst, **values, "version": 1, "updated_at": now},
-            ["instrument"],
-            update,
-        )
+        statement = _pyramiding_upsert(self.uow.factory.dialect, frozenset(values))
+        self.uow.x(statement, {"instrument": inst, **values, "version": 1, "updated_at": now})
 
 
 # --------------------------------------------------------------------------- signals
@@ -482,6 +558,8 @@ _SIGNAL_COLUMNS = (
     _S.outcome,
     _S.http_status,
     _S.attention_required,
+    _S.response,
+    _S.completed_at,
 )
 
 
@@ -498,32 +576,24 @@ class _SignalRepo:
         claim_epoch: int = 1,
     ) -> ClaimResult:
         uow = self.uow
-        insert = (pg_dialect.insert if uow.is_pg else sqlite_dialect.insert)(signal_log)
-        statement = (
-            insert.values(
-                fingerprint=fingerprint,
-                instrument=signal.instrument,
-                signal_type=signal.type,
-                position_label=signal.position,
-                signal_ts=signal.timestamp,
-                received_at=received_at,
-                payload=rowconv.signal_payload(signal),
-                status="processing",
-                owner_instance_id=owner,
-                claim_epoch=claim_epoch,
-            )
-            .on_conflict_do_nothing(index_elements=["fingerprint"])
-            .returning(_S.id)
-        )
-        new_id = uow.x(statement).scalar()
+        new_id = uow.x(
+            _claim_insert(uow.factory.dialect),
+            {
+                "fingerprint": fingerprint,
+                "instrument": signal.instrument,
+                "signal_type": signal.type,
+                "position_label": signal.position,
+                "signal_ts": signal.timestamp,
+                "received_at": received_at,
+                "payload": rowconv.signal_payload(signal),
+                "status": "processing",
+                "owner_instance_id": owner,
+                "claim_epoch": claim_epoch,
+            },
+        ).scalar()
         if new_id is not None:
             return Claimed(id=int(new_id), epoch=claim_epoch)
-        row = uow.x(
-            signal_log.update()
-            .where(_S.fingerprint == fingerprint)
-            .values(duplicate_count=_S.duplicate_count + 1, last_duplicate_at=uow.now())
-            .returning(_S.id, _S.status, _S.outcome, _S.http_status, _S.completed_at)
-        ).first()
+        row = uow.x(_DUPLICATE_BUMP, {"fp": fingerprint, "at": uow.now()}).first()
         if row is None:  # the conflicting row vanished (retention): the caller retries
             raise StaleVersionError(f"signal {fingerprint[:16]} conflicted but is gone")
         return Existing(
@@ -532,12 +602,11 @@ class _SignalRepo:
             outcome=row.outcome,
             http_status=row.http_status,
             completed_at=row.completed_at,
+            response=row.response,
         )
 
     def _owned_update(self, signal_id: int, epoch: int, values: Mapping[str, Any]) -> None:
-        done = self.uow.x(
-            signal_log.update().where(_S.id == signal_id, _S.claim_epoch == epoch).values(**values)
-        )
+        done = self.uow.x(_OWNED_UPDATE, {**values, "sid": signal_id, "seen_epoch": epoch})
         if done.rowcount == 0:
             raise ClaimLost(f"signal {signal_id}: claim epoch {epoch} is no longer current")
 
@@ -550,7 +619,12 @@ class _SignalRepo:
         self._owned_update(signal_id, epoch, values)
 
     def finish(
-        self, signal_id: int, decision: Decision, epoch: int, http_status: int = 200
+        self,
+        signal_id: int,
+        decision: Decision,
+        epoch: int,
+        http_status: int = 200,
+        response: Mapping[str, Any] | None = None,
     ) -> None:
         state = finish_state(decision)
         record = decision.record()
@@ -562,6 +636,7 @@ class _SignalRepo:
                 "outcome": record,
                 "reason_codes": [c.code for c in decision.codes],
                 "http_status": http_status,
+                "response": None if response is None else rowconv.jsonable(response),
                 "completed_at": self.uow.now(),
             },
         )
@@ -797,15 +872,17 @@ class _StatisticsRepo:
 
     def add(self, deltas: Mapping[str, float]) -> None:
         check_statistics(deltas)
+        if not deltas:
+            return
         now = self.uow.now()
-        for name in sorted(deltas):  # a fixed order: no deadlocks between writers
-            delta = float(deltas[name])
-            self.uow.upsert(
-                trading_statistics,
-                {"name": name, "value": delta, "updated_at": now},
-                ["name"],
-                {"value": trading_statistics.c.value + delta, "updated_at": now},
-            )
+        # One executemany; a fixed name order keeps concurrent writers from deadlocking.
+        self.uow.x(
+            _statistics_upsert(self.uow.factory.dialect),
+            [
+                {"name": name, "value": float(deltas[name]), "updated_at": now}
+                for name in sorted(deltas)
+            ],
+        )
 
     def read(self) -> Mapping[str, float]:
         rows = self.uow.x(sa.select(trading_statistics.c.name, trading_statistics.c.value))
