@@ -104,6 +104,33 @@ class SignalService:
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._idle = threading.Condition(self._inflight_lock)
+        # Duplicates of the L1/L2/L3 layers and invalid requests record no outcome row, so
+        # their counters are buffered here and flushed by the runtime (service.md 11).
+        self._stats: dict[str, float] = {}
+        self._stats_lock = threading.Lock()
+
+    def count(self, name: str, delta: float = 1) -> None:
+        """Add to a buffered statistics counter."""
+        with self._stats_lock:
+            self._stats[name] = self._stats.get(name, 0) + delta
+
+    def take_counts(self) -> dict[str, float]:
+        """The buffered counters, emptied (the caller writes them)."""
+        with self._stats_lock:
+            taken, self._stats = self._stats, {}
+        return taken
+
+    def flush_counts(self) -> None:
+        """Write the buffered counters; on failure they are kept for the next flush."""
+        taken = self.take_counts()
+        if not taken:
+            return
+        try:
+            self._tx(lambda u: u.statistics.add(taken))
+        except PmError:
+            for name, delta in taken.items():
+                self.count(name, delta)
+            raise
 
     def set_observer(self, observer: Observer) -> None:
         """Report to ``observer`` from now on."""
@@ -156,6 +183,7 @@ class SignalService:
         if entry is not None:
             if entry.terminal is not None:
                 self.observer.duplicate("l1")
+                self.count("duplicates_l1")
                 return self._duplicate(
                     request_id,
                     "l1",
@@ -251,6 +279,7 @@ class SignalService:
     def _answer_existing(self, row: StoredSignal, request_id: str, layer: str) -> Answer:
         if row.status in TERMINAL_SIGNAL_STATES and row.status != "duplicate":
             self.observer.duplicate(layer)
+            self.count(f"duplicates_{layer}")
             original = original_of(row.http_status, row.completed_at, row.response or row.outcome)
             return Answer(
                 self._duplicate(request_id, layer, row.id, row.fingerprint, original), row.id, True
@@ -398,6 +427,7 @@ class SignalService:
 
     def _answer_l3(self, claim: Existing, request_id: str, fp: str) -> Answer:
         self.observer.duplicate("l3")
+        self.count("duplicates_l3")
         if claim.status in TERMINAL_SIGNAL_STATES and claim.status != "duplicate":
             original = original_of(
                 claim.http_status, claim.completed_at, claim.response or claim.outcome
