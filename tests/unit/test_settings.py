@@ -304,8 +304,8 @@ def test_unknown_environment_lists_typos_only() -> None:
 
 
 def test_open_warning_is_loud(caplog: pytest.LogCaptureFixture) -> None:
-    logger = logging.getLogger("pm.test")
-    with caplog.at_level(logging.WARNING, logger="pm.test"):
+    logger = logging.getLogger("pmtest.settings")
+    with caplog.at_level(logging.WARNING, logger="pmtest.settings"):
         warn_if_open(load_settings({}), logger)
         warn_if_open(load_settings({"PM_WEBHOOK_SECRET": "x"}), logger)
     assert len(caplog.records) == 1
