@@ -13,7 +13,12 @@ from decimal import Decimal
 import attrs
 
 from pm_core import codes as reason
-from pm_core.calendar import entry_contract, format_expiry, futures_symbol, option_symbol
+from pm_core.calendar import (
+    Contract,
+    entry_contract,
+    futures_symbol,
+    option_symbol,
+)
 from pm_core.config import DomainConfig, InstrumentConfig
 from pm_core.gates import base_entry_gate, pyramid_gates
 from pm_core.marking import effective_stop, mark
@@ -42,8 +47,8 @@ from pm_core.model import (
     Signal,
     Trade,
 )
-from pm_core.orders import client_order_id
-from pm_core.rollover import select_strike
+from pm_core.orders import entry_legs, exit_legs, intents_for
+from pm_core.rollover import reference_price, select_strike
 from pm_core.signal import find_duplicate, recorded_from
 from pm_core.sizing import size_base, size_pyramid
 
@@ -512,14 +517,10 @@ def _reference_price(
     instrument: InstrumentConfig, expiry: dt.date, market: MarketContext, fallback: float
 ) -> float:
     """First positive LTP of the reference list (domain 9.6), else the signal price."""
-    if market.quotes:
-        code = format_expiry(expiry)
-        for ref in instrument.reference_quotes:
-            symbol = ref.symbol.replace("{next}", code).replace("{cur}", code)
-            quote = market.quotes.get((ref.exchange, symbol))
-            if quote is not None and quote.ltp > 0:
-                return float(quote.ltp)
-    return fallback
+    if not market.quotes:
+        return fallback  # the backtest: no quotes, the signal price is the reference
+    found = reference_price(instrument, market.quotes, expiry, expiry, fallback)
+    return found.price if found.price is not None else fallback
 
 
 def _label_number(label: str) -> int:
@@ -535,49 +536,29 @@ def _leg_intents(
     price: float,
     fingerprint: str,
     seq_start: int,
-) -> list[OrderIntent]:
+) -> tuple[OrderIntent, ...]:
     """Orders for one position: hedge first (open BUY CE, SELL PE; close BUY PE, SELL CE)."""
-    label_no = _label_number(position.label)
-    quantity = instrument.broker_quantity(lots, position.lot_size)
-    legs: list[tuple[str, str, str, float]] = []  # leg, symbol, action, ref price
-    if position.ce_symbol is not None and position.pe_symbol is not None:
-        strike = position.strike or 0.0
-        ce_ref = max(0.0, price - strike)
-        pe_ref = max(0.0, strike - price)
-        if direction == "open":
-            legs = [
-                ("CE", position.ce_symbol, "BUY", ce_ref),
-                ("PE", position.pe_symbol, "SELL", pe_ref),
-            ]
-        else:
-            legs = [
-                ("PE", position.pe_symbol, "BUY", pe_ref),
-                ("CE", position.ce_symbol, "SELL", ce_ref),
-            ]
-    else:
-        symbol = position.futures_symbol or instrument.symbol_root
-        legs = [("FUT", symbol, "BUY" if direction == "open" else "SELL", price)]
-    return [
-        OrderIntent(
-            client_order_id=client_order_id(fingerprint, label_no, leg, 1),
-            origin="signal",
-            position_id=position.id,
-            leg=leg,  # type: ignore[arg-type]
-            seq=seq_start + i + 1,
-            attempt=1,
-            symbol=symbol,
-            exchange=instrument.exchange,
-            action=action,  # type: ignore[arg-type]
-            product=instrument.product,
-            pricetype="MARKET",
-            quantity=quantity,
-            lots=lots,
-            ref_price=ref,
-            group_id=fingerprint,
-            instrument=instrument.id,
+    if direction == "open":
+        contract = Contract(
+            instrument.id,
+            position.contract_month or "",
+            position.expiry or dt.date.min,
+            position.lot_size,
+            position.point_value,
         )
-        for i, (leg, symbol, action, ref) in enumerate(legs)
-    ]
+        legs = entry_legs(instrument, contract, position.strike, lots, price)
+    else:
+        legs = exit_legs(instrument, position, lots, price)
+    return intents_for(
+        legs,
+        fingerprint_part=fingerprint,
+        label_number=_label_number(position.label),
+        origin="signal",
+        position_id=position.id,
+        group_id=fingerprint,
+        instrument=instrument.id,
+        first_seq=seq_start + 1,
+    )
 
 
 def _reserve_exit(
@@ -676,27 +657,40 @@ def paper_fill(intent: OrderIntent, slippage_ticks: int = 0, tick_size: float = 
 
 
 def _filled_lots(
-    intents: Sequence[OrderIntent], fills: Mapping[str, Fill], instrument: InstrumentConfig
+    intents: Sequence[OrderIntent], fills: Mapping[str, Fill]
 ) -> tuple[int, dict[str, Fill], str]:
-    """Lots held on every leg (the smallest filled leg), fills by leg and a failure detail."""
-    by_leg: dict[str, Fill] = {}
-    lots: int | None = None
+    """Lots held on every leg (the smallest filled leg), fills by leg and a failure detail.
+
+    A leg split at the freeze quantity arrives as several child intents: their fills add up,
+    at their quantity-weighted average price.
+    """
+    quantity: dict[str, int] = {}
+    per_lot: dict[str, int] = {}
+    value: dict[str, Decimal] = {}
+    priced: dict[str, int] = {}
     detail = ""
     for intent in intents:
+        leg = intent.leg
+        per_lot[leg] = intent.quantity // intent.lots if intent.lots else 1
+        quantity.setdefault(leg, 0)
         fill = fills.get(intent.client_order_id)
         if fill is None:
-            leg_lots = 0
             detail = detail or f"{intent.symbol} {intent.action} {intent.quantity} not filled"
-        else:
-            by_leg[intent.leg] = fill
-            per_lot = intent.quantity // intent.lots if intent.lots else 1
-            leg_lots = fill.filled_quantity // per_lot if per_lot else 0
-            if fill.state != "filled" and not detail:
-                detail = (
-                    fill.detail or f"{intent.symbol} {intent.action} {intent.quantity} {fill.state}"
-                )
-        lots = leg_lots if lots is None else min(lots, leg_lots)
-    return (lots or 0), by_leg, detail
+            continue
+        quantity[leg] += fill.filled_quantity
+        if fill.average_price is not None and fill.filled_quantity > 0:
+            value[leg] = value.get(leg, Decimal(0)) + fill.average_price * fill.filled_quantity
+            priced[leg] = priced.get(leg, 0) + fill.filled_quantity
+        if fill.state != "filled" and not detail:
+            detail = (
+                fill.detail or f"{intent.symbol} {intent.action} {intent.quantity} {fill.state}"
+            )
+    by_leg = {
+        leg: Fill(leg, qty, value[leg] / priced[leg] if priced.get(leg) else None, "filled")
+        for leg, qty in quantity.items()
+    }
+    lots = min((qty // per_lot[leg] if per_lot[leg] else 0) for leg, qty in quantity.items())
+    return lots, by_leg, detail
 
 
 def _fill_price(
@@ -755,8 +749,7 @@ def apply_fills(
         position = snapshot.position_by_id(position_id)
         if position is None:
             continue
-        instrument = config.instruments[position.instrument]
-        lots, by_leg, detail = _filled_lots(group, fills, instrument)
+        lots, by_leg, detail = _filled_lots(group, fills)
         fill_px, ce_px, pe_px = _fill_price(position, by_leg, position.entry_price)
         if position.status == "pending_open":
             kind = "entries" if position.is_base_position else "pyramids"

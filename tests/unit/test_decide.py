@@ -41,7 +41,15 @@ def partial_book() -> Fold:
     from pm_core.model import Mark, Position, PyramidingState
 
     ts = dt.datetime(2025, 11, 10, 4, 0, tzinfo=dt.UTC)
-    common = {"instrument": "BANK_NIFTY", "lot_size": 35, "point_value": 35.0, "atr": 100.0}
+    common = {
+        "instrument": "BANK_NIFTY",
+        "lot_size": 35,
+        "point_value": 35.0,
+        "atr": 100.0,
+        "contract_month": "2025-11",
+        "expiry": dt.date(2025, 11, 25),
+        "strike": 52000.0,
+    }
     long1 = Position(
         id=1,
         label="Long_1",

@@ -8,10 +8,11 @@ from decimal import Decimal
 
 import attrs
 
-from pm_core.calendar import entry_contract, format_expiry
+from pm_core.calendar import entry_contract
 from pm_core.config import DomainConfig
 from pm_core.model import Funds, MarketContext, Quote, Signal
 from pm_core.ports import Broker, Clock, Ok
+from pm_core.rollover import reference_quotes_for
 
 
 @attrs.frozen
@@ -31,13 +32,8 @@ def market_needs(signal: Signal, config: DomainConfig, now: dt.datetime) -> Mark
         return MarketNeeds()
     quotes: tuple[tuple[str, str], ...] = ()
     if instrument.kind == "synthetic_future" and instrument.reference_quotes:
-        expiry = format_expiry(entry_contract(instrument, signal.timestamp, config).expiry)
-        seen: list[tuple[str, str]] = []
-        for ref in instrument.reference_quotes:
-            key = (ref.exchange, ref.symbol.replace("{next}", expiry).replace("{cur}", expiry))
-            if key not in seen:
-                seen.append(key)
-        quotes = tuple(seen)
+        expiry = entry_contract(instrument, signal.timestamp, config).expiry
+        quotes = tuple(dict.fromkeys(reference_quotes_for(instrument, expiry, expiry)))
     return MarketNeeds(quotes, config.portfolio.equity_source == "broker")
 
 
