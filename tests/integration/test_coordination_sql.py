@@ -6,23 +6,25 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import sqlalchemy as sa
 
 from pm_adapters.clock import SystemClock
 from pm_adapters.redis.client import make_client
-from pm_adapters.redis.composite import Coordinator
+from pm_adapters.redis.composite import Coordinator, build_coordination
 from pm_adapters.redis.lock import RedisSignalLock
 from pm_adapters.redis.ratebudget import RedisRateBudget
 from pm_adapters.sql.fence import SqlFence
 from pm_adapters.sql.lease import SqlLeaderElection
-from pm_adapters.sql.registry import SqlInstanceRegistry
+from pm_adapters.sql.registry import SqlInstanceRegistry, new_instance_id
 from pm_adapters.sql.retention import RetentionPolicy, run_retention
 from pm_adapters.sql.tables import (
     equity_ledger,
@@ -347,3 +349,23 @@ def test_composite_lock_is_degraded_while_redis_is_down(
     assert coordinator.lock.acquire(f"{0:064d}", 5_000) is None, "in-process lock still excludes"
     coordinator.lock.release(handle)  # a Redis handle while Redis is down: no error
     engine.dispose()
+
+
+def test_database_only_build_reports_leadership_in_heartbeats(engine: sa.Engine) -> None:
+    settings = attrs.evolve(TEST_SETTINGS, db_heartbeat_s=0.0)
+    me = new_instance_id("pm-test")
+    assert re.fullmatch(r"pm-test-[0-9a-f]{8}", me)
+    ports = build_coordination(engine, None, me, SystemClock(), settings)
+    assert ports.mode() == "database-only" and ports.coordinator is None
+    ports.registry.register(InstanceInfo(me, "pm-test", "h", 8080, 1, "t"))
+    lease = ports.leader.try_acquire()
+    assert lease is not None
+    ports.registry.heartbeat(me, "active")
+    rows = {row.instance_id: row for row in SqlInstanceRegistry(engine).instances()}
+    assert rows[me].is_leader and rows[me].leader_epoch == lease.epoch
+    ports.leader.resign(lease)
+    ports.registry.heartbeat(me, "draining")
+    rows = {row.instance_id: row for row in SqlInstanceRegistry(engine).instances()}
+    assert not rows[me].is_leader and rows[me].status == "draining"
+    handle = ports.lock.acquire("d" * 64, 1000)
+    assert handle is not None and handle.degraded

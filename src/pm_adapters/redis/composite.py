@@ -229,12 +229,21 @@ class CompositeLeaderElection:
         self._db_only = SqlLeaderElection(
             coordinator.fence, coordinator.instance_id, lease_ms=s.leader_lease_ms
         )
+        self._current: Lease | None = None
+
+    def current_lease(self) -> Lease | None:
+        """The lease this instance holds as far as it knows (for heartbeats and /ready)."""
+        return self._current
+
+    def _set(self, lease: Lease | None) -> Lease | None:
+        self._current = lease
+        return lease
 
     def try_acquire(self) -> Lease | None:
         c = self._c
         me = c.instance_id
         if c.mode == "database-only":
-            return self._db_only.try_acquire()
+            return self._set(self._db_only.try_acquire())
         try:
             holder = c.redis(c.leader_key.holder)
             if holder is not None and holder != me:
@@ -252,9 +261,15 @@ class CompositeLeaderElection:
             with contextlib.suppress(CoordinationUnavailable):
                 c.redis(lambda: c.leader_key.release(me))
             return None
-        return Lease(epoch, me)
+        return self._set(Lease(epoch, me))
 
     def renew(self, lease: Lease) -> bool:
+        renewed = self._renew(lease)
+        if not renewed and self._current == lease:
+            self._current = None
+        return renewed
+
+    def _renew(self, lease: Lease) -> bool:
         c = self._c
         if not c.fence.renew(lease.holder, lease.epoch, self._lease_ms):
             with contextlib.suppress(CoordinationUnavailable):
@@ -275,6 +290,8 @@ class CompositeLeaderElection:
 
     def resign(self, lease: Lease) -> None:
         c = self._c
+        if self._current == lease:
+            self._current = None
         with contextlib.suppress(CoordinationUnavailable):
             c.redis(lambda: c.leader_key.release(lease.holder))
         with contextlib.suppress(DatabaseUnavailable):
@@ -309,7 +326,14 @@ class CompositeInstanceRegistry:
             last = self._last_db.get(instance_id)
             due = last is None or last[1] != status or now - last[0] >= c.settings.db_heartbeat_s
         if due:
-            self._sql.heartbeat(instance_id, status, mode=c.breaker.mode)
+            lease = c.leader.current_lease() if instance_id == c.instance_id else None
+            self._sql.heartbeat(
+                instance_id,
+                status,
+                mode=c.breaker.mode,
+                is_leader=lease is not None,
+                leader_epoch=None if lease is None else lease.epoch,
+            )
             with self._mutex:
                 self._last_db[instance_id] = (now, status)
 
@@ -418,6 +442,7 @@ def build_coordination(
     if redis_url is None:
         lock = InProcessSignalLock(MemoryCoordination(clock), instance_id)
         leader = SqlLeaderElection(fence, instance_id, lease_ms=settings.leader_lease_ms)
+        sql_registry.leadership = leader.current_lease
         rate = LocalRateBudget(
             settings.order_rate,
             settings.read_rate,

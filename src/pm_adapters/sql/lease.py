@@ -26,19 +26,32 @@ class SqlLeaderElection:
         self.instance_id = instance_id
         self.lease_ms = lease_ms
         self.mode = mode
+        self._current: Lease | None = None
+
+    def current_lease(self) -> Lease | None:
+        """The lease this election last won and has not lost (registry heartbeats show it)."""
+        return self._current
 
     def try_acquire(self) -> Lease | None:
         state = self.fence.state()
         if state.live and state.holder != self.instance_id:
             return None
         epoch = self.fence.acquire(self.instance_id, self.lease_ms, mode=self.mode)
-        return None if epoch is None else Lease(epoch, self.instance_id)
+        if epoch is None:
+            return None
+        self._current = Lease(epoch, self.instance_id)
+        return self._current
 
     def renew(self, lease: Lease) -> bool:
         # A database failure is not a lost lease: the caller retries until lease - renew.
-        return self.fence.renew(lease.holder, lease.epoch, self.lease_ms)
+        renewed = self.fence.renew(lease.holder, lease.epoch, self.lease_ms)
+        if not renewed and self._current == lease:
+            self._current = None
+        return renewed
 
     def resign(self, lease: Lease) -> None:
+        if self._current == lease:
+            self._current = None
         # If the database is down the lease simply lapses on the database clock.
         with contextlib.suppress(DatabaseUnavailable):
             self.fence.release(lease.holder, lease.epoch, "resigned")

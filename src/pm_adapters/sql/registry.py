@@ -8,16 +8,25 @@ must restart under a new id).
 from __future__ import annotations
 
 import datetime as dt
+import secrets
+from collections.abc import Callable
 
 import attrs
 import sqlalchemy as sa
 
 from pm_adapters.sql.fence import db_now, translate_db_errors
 from pm_adapters.sql.tables import instance_metadata, leadership_history
-from pm_core.ports import InstanceInfo
+from pm_core.ports import InstanceInfo, Lease
 
 DEAD_STATUSES = ("stopped", "crashed")
 INSTANCE_STATUSES = frozenset({"starting", "active", "draining", "stopped", "crashed"})
+
+
+def new_instance_id(name: str) -> str:
+    """``<PM_INSTANCE_NAME or hostname>-<8 random hex>``, new for every process (service.md 3)."""
+    if not name or "|" in name:
+        raise ValueError("instance name must be non-empty and must not contain '|'")
+    return f"{name}-{secrets.token_hex(4)}"
 
 
 @attrs.frozen
@@ -39,12 +48,20 @@ class InstanceRow:
 class SqlInstanceRegistry:
     """Instances, heartbeats and liveness in the database."""
 
-    def __init__(self, engine: sa.Engine, *, stale_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        stale_s: float = 15.0,
+        leadership: Callable[[], Lease | None] | None = None,
+    ) -> None:
         if stale_s <= 0:
             raise ValueError("PM_INSTANCE_STALE_S must be positive")
         self.engine = engine
         self.stale_s = stale_s
         self._writer = engine.execution_options(pm_sqlite_begin="IMMEDIATE")
+        # Where heartbeats learn whether this process leads (is_leader, leader_epoch columns).
+        self.leadership = leadership
 
     def register(self, info: InstanceInfo) -> str:
         with translate_db_errors(), self._writer.begin() as conn:
@@ -77,6 +94,10 @@ class SqlInstanceRegistry:
     ) -> None:
         if status not in INSTANCE_STATUSES:
             raise ValueError(f"unknown instance status {status!r}")
+        if is_leader is None and self.leadership is not None:
+            lease = self.leadership()
+            is_leader = lease is not None and lease.holder == instance_id
+            leader_epoch = lease.epoch if lease is not None and is_leader else None
         m = instance_metadata.c
         with translate_db_errors(), self._writer.begin() as conn:
             now = db_now(conn)
