@@ -7,6 +7,8 @@ import time
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pm_adapters.clock import ManualClock, SystemClock
 from pm_adapters.memory.coordination import MemoryCoordination
@@ -276,3 +278,23 @@ def test_wake_runs_the_election_before_the_tick() -> None:
         assert time.monotonic() - woken_at < 0.5, "the notice, not the 2 s tick, elected it"
     finally:
         scheduler.stop()
+
+
+@given(
+    now=st.datetimes(
+        min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    at=st.times(),
+    zone=st.sampled_from(["Asia/Kolkata", "UTC", "America/New_York", "Europe/London"]),
+)
+def test_next_daily_run_is_the_next_local_occurrence(
+    now: dt.datetime, at: dt.time, zone: str
+) -> None:
+    tz = ZoneInfo(zone)
+    due = next_daily_run(now, at, tz)
+    assert due > now
+    assert due - now <= dt.timedelta(hours=25), "at most a day (plus a DST hour) away"
+    local = due.astimezone(tz)
+    if zone in ("Asia/Kolkata", "UTC"):  # no DST: exact wall time, and none missed before
+        assert local.time() == at
+        assert due - dt.timedelta(days=1) <= now
