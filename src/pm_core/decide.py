@@ -658,8 +658,8 @@ def paper_fill(intent: OrderIntent, slippage_ticks: int = 0, tick_size: float = 
 
 def _filled_lots(
     intents: Sequence[OrderIntent], fills: Mapping[str, Fill]
-) -> tuple[int, dict[str, Fill], str]:
-    """Lots held on every leg (the smallest filled leg), fills by leg and a failure detail.
+) -> tuple[int, dict[str, Fill], Code]:
+    """Lots held on every leg (the smallest filled leg), fills by leg and the failure code.
 
     A leg split at the freeze quantity arrives as several child intents: their fills add up,
     at their quantity-weighted average price.
@@ -669,6 +669,7 @@ def _filled_lots(
     value: dict[str, Decimal] = {}
     priced: dict[str, int] = {}
     detail = ""
+    failure: Fill | None = None
     for intent in intents:
         leg = intent.leg
         per_lot[leg] = intent.quantity // intent.lots if intent.lots else 1
@@ -685,12 +686,20 @@ def _filled_lots(
             detail = (
                 fill.detail or f"{intent.symbol} {intent.action} {intent.quantity} {fill.state}"
             )
+            failure = fill
     by_leg = {
         leg: Fill(leg, qty, value[leg] / priced[leg] if priced.get(leg) else None, "filled")
         for leg, qty in quantity.items()
     }
     lots = min((qty // per_lot[leg] if per_lot[leg] else 0) for leg, qty in quantity.items())
-    return lots, by_leg, detail
+    return lots, by_leg, _failure_code(failure, detail)
+
+
+def _failure_code(failure: Fill | None, detail: str) -> Code:
+    """Why too little filled: the failing fill's reason code (order_failed by default)."""
+    if failure is None:
+        return Code("order_failed", {"detail": detail or "no fill"})
+    return Code(failure.code, {**failure.params, "detail": detail or "no fill"})
 
 
 def _fill_price(
@@ -749,7 +758,7 @@ def apply_fills(
         position = snapshot.position_by_id(position_id)
         if position is None:
             continue
-        lots, by_leg, detail = _filled_lots(group, fills)
+        lots, by_leg, failure = _filled_lots(group, fills)
         fill_px, ce_px, pe_px = _fill_price(position, by_leg, position.entry_price)
         if position.status == "pending_open":
             kind = "entries" if position.is_base_position else "pyramids"
@@ -760,7 +769,7 @@ def apply_fills(
                     pyramiding[position.instrument] = None
                 bump("orders_failed")
                 own_failed += 1
-                codes_out.append(Code("order_failed", {"detail": detail or "no fill"}))
+                codes_out.append(failure)
                 continue
             basis = fill_px if (use_fill and fill_px is not None) else position.entry_price
             updates.append(
@@ -793,9 +802,7 @@ def apply_fills(
             bump("orders_failed")
             if not pending.stop_hit:
                 own_failed += 1
-                codes_out.append(
-                    Code("order_failed", {"key": position.key, "detail": detail or "no fill"})
-                )
+                codes_out.append(Code(failure.code, {"key": position.key, **failure.params}))
             continue
         k = min(lots, pending.lots)
         exit_price = fill_px if (use_fill and fill_px is not None) else pending.price

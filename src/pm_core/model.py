@@ -559,6 +559,9 @@ class Fill:
     average_price: Decimal | None
     state: Literal["filled", "partially_filled", "cancelled", "rejected", "failed", "not_found"]
     detail: str = ""
+    # Why nothing (or too little) filled, as a reason code with its message placeholders.
+    code: str = "order_failed"
+    params: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen(slots=True)

@@ -67,6 +67,7 @@ def service_limits(settings: Settings, instance_id: str) -> ServiceLimits:
         held_result_retry_ms=settings.held_result_retry_ms,
         held_result_max_s=settings.held_result_max_s,
         recovery_broker_budget_s=settings.recovery_broker_budget_s,
+        broker_mode_check_s=settings.openalgo_mode_check_s,
         expected_broker_mode=settings.openalgo_expected_mode
         if settings.broker == "openalgo"
         else None,

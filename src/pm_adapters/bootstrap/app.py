@@ -176,7 +176,7 @@ class App:
                 "database": database,
                 "schema": schema,
                 "redis": {"status": redis_status},
-                "broker": {"status": "ok", "name": self.broker_name},
+                "broker": self._broker_check(),
                 "recovery": {
                     "status": "done" if self.recovery is not None else "pending",
                     "warnings": warnings,
@@ -188,6 +188,12 @@ class App:
             "reasons": reasons,
         }
         return not reasons, body
+
+    def _broker_check(self) -> dict[str, Any]:
+        guard = self.service.mode_guard
+        if guard is None:
+            return {"status": "ok", "name": self.broker_name}
+        return {"name": self.broker_name, **guard.status()}
 
     def _blocked_and_barriered(self) -> tuple[list[str], list[str]]:
         blocked: list[str] = []
@@ -295,6 +301,11 @@ class App:
         )
         self._state = "recovering"
         self._spawn("pm-heartbeat", self._heartbeat_loop)
+        if self.service.mode_guard is not None:
+            mode = self.service.mode_guard.refresh()
+            log.info(
+                "broker mode", extra={"mode": mode, "expected": self.service.mode_guard.expected}
+            )
         self.recovery = recover(self.service, registry.is_live)
         self._state = "active"
         self._beat()

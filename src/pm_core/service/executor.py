@@ -32,6 +32,7 @@ from pm_core.ports import (
 )
 from pm_core.service.api import NullObserver, Observer
 from pm_core.service.limits import ServiceLimits
+from pm_core.service.mode import BrokerModeGuard, mismatch_message, parse_mismatch
 from pm_core.service.tx import RetryPolicy, in_transaction
 
 log = logging.getLogger("pm.executor")
@@ -58,12 +59,15 @@ def fill_of(stored: StoredIntent) -> Fill:
     state = _FINAL_FILL_STATE.get(stored.state, "failed")
     if state == "cancelled" and stored.filled_quantity >= stored.intent.quantity:
         state = "filled"
+    mismatch = parse_mismatch(stored.last_error)
     return Fill(
         client_order_id=stored.intent.client_order_id,
         filled_quantity=stored.filled_quantity,
         average_price=stored.average_price,
         state=state,  # type: ignore[arg-type]
         detail=stored.last_error or "",
+        code="broker_mode_mismatch" if mismatch else "order_failed",
+        params={"mode": mismatch[0], "expected": mismatch[1]} if mismatch else {},
     )
 
 
@@ -87,9 +91,11 @@ class Executor:
         ports: Ports,
         limits: ServiceLimits,
         observer: Observer | None = None,
+        mode_guard: BrokerModeGuard | None = None,
     ) -> None:
         self.ports = ports
         self.limits = limits
+        self.mode_guard = mode_guard
         self.observer = observer or NullObserver()
         self.policy = RetryPolicy(
             limits.tx_attempts,
@@ -262,6 +268,10 @@ class Executor:
         if stored.state != "pending":
             return stored
         clock = self.ports.clock
+        if self.mode_guard is not None:
+            mismatch = self.mode_guard.mismatch()
+            if mismatch is not None:
+                return self._move(stored, "failed", {"last_error": mismatch_message(*mismatch)})
         first_claim: float | None = None
         while True:
             try:
@@ -277,6 +287,8 @@ class Executor:
             first_claim = first_claim if first_claim is not None else claimed_at
             result = self.ports.broker.place(_order_request(claimed.intent))
             if isinstance(result, Accepted):
+                if self.mode_guard is not None:
+                    self.mode_guard.observed(result.mode)
                 accepted = self._move(
                     claimed,
                     "accepted",

@@ -41,3 +41,4 @@ class ServiceLimits:
     held_result_max_s: float = 300.0
     recovery_broker_budget_s: float = 10.0
     expected_broker_mode: str | None = None
+    broker_mode_check_s: float = 30.0

@@ -44,6 +44,7 @@ from pm_core.service.executor import Executor, GroupResult
 from pm_core.service.l1 import L1Cache
 from pm_core.service.limits import ServiceLimits
 from pm_core.service.market import market_needs, read_market
+from pm_core.service.mode import BrokerModeGuard
 from pm_core.service.responses import (
     decided_body,
     duplicate_body,
@@ -91,7 +92,14 @@ class SignalService:
         self.config = config
         self.limits = limits
         self.observer: Observer = observer or NullObserver()
-        self.executor = Executor(ports, limits, self.observer)
+        self.mode_guard = (
+            BrokerModeGuard(
+                ports.broker, limits.expected_broker_mode, ports.clock, limits.broker_mode_check_s
+            )
+            if limits.expected_broker_mode
+            else None
+        )
+        self.executor = Executor(ports, limits, self.observer, self.mode_guard)
         self.l1 = L1Cache(limits.l1_size)
         self.request_policy = RetryPolicy(
             limits.tx_attempts,
