@@ -212,3 +212,84 @@ def test_same_fingerprint_from_two_connections_claims_once(db: str, mode: str) -
         rows = conn.execute(sa.select(signal_log.c.id, signal_log.c.duplicate_count)).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [(claimed["id"], 1)]
+
+
+# --------------------------------------------------------------------------- isolation
+
+
+@pytest.mark.parametrize(
+    ("kind", "read_only", "level"),
+    [
+        ("signal", False, "read committed"),
+        ("rollover", False, "serializable"),
+        ("repair", False, "serializable"),
+        ("signal", True, "repeatable read"),
+    ],
+)
+def test_postgres_isolation_by_kind(db: str, kind: Any, read_only: bool, level: str) -> None:
+    engine = create_engine(db)
+    factory = SqlUnitOfWorkFactory(engine)
+    try:
+        with factory.begin(kind, read_only=read_only) as uow:
+            found = uow.conn.execute(sa.text("SHOW transaction_isolation")).scalar()
+            ro = uow.conn.execute(sa.text("SHOW transaction_read_only")).scalar()
+        assert found == level and ro == ("on" if read_only else "off")
+        # The pooled connection goes back at the default level.
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW transaction_isolation")).scalar() == "read committed"
+    finally:
+        engine.dispose()
+
+
+def test_serializable_conflict_is_retried_from_a_fresh_read(db: str) -> None:
+    """Two rollover units read then write the same row: 40001 becomes a clean retry."""
+    engine = create_engine(db)
+    factory = SqlUnitOfWorkFactory(engine)
+    barrier = threading.Barrier(2)
+    tries: list[int] = []
+
+    def step(uow: SqlUnitOfWork) -> None:
+        tries.append(1)
+        snap = uow.portfolio.read()  # no lock: only SERIALIZABLE protects this read
+        if len(tries) <= 2:
+            barrier.wait(timeout=10)
+        uow.portfolio.save(ChangeSet(create=(position(f"Long_{len(tries)}", 1.0),)), snap.version)
+
+    threads = [
+        threading.Thread(
+            target=run_transaction,
+            args=(factory, step),
+            kwargs={"kind": "rollover", "policy": POLICY},
+        )
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    with factory.begin(read_only=True) as uow:
+        snap = uow.portfolio.read()
+    engine.dispose()
+    assert snap.version == 3 and len(snap.positions) == 2
+    assert len(tries) == 3  # exactly one retry
+
+
+def test_sqlite_writers_begin_immediate(tmp_path: Any) -> None:
+    from pm_adapters.sql.retry import DbSettings
+
+    url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
+    engine = create_engine(url, DbSettings(sqlite_busy_timeout_ms=100))
+    metadata.create_all(engine)
+    factory = SqlUnitOfWorkFactory(engine)
+    factory.initialise(CAPITAL)
+    try:
+        with factory.begin() as first:
+            first.portfolio.lock()
+            # A second writer cannot even begin: the busy error is a retryable conflict.
+            with pytest.raises(StaleVersionError), factory.begin() as second:
+                second.portfolio.lock()
+            # Readers are not blocked (WAL).
+            with factory.begin(read_only=True) as reader:
+                assert reader.portfolio.read().version == 1
+    finally:
+        engine.dispose()

@@ -118,6 +118,7 @@ def create_engine(url: str, settings: DbSettings | None = None) -> Engine:
         f" -c lock_timeout={s.lock_timeout_ms}"
         f" -c idle_in_transaction_session_timeout={round(s.idle_tx_timeout_s * 1000)}"
         " -c timezone=UTC"
+        " -c default_transaction_isolation=read\\ committed"
     )
     return sa.create_engine(
         parsed,

@@ -261,8 +261,8 @@ class SqlUnitOfWork:
                     )
                 elif self.kind in ("rollover", "repair"):
                     conn = conn.execution_options(isolation_level="SERIALIZABLE")
-                else:
-                    conn = conn.execution_options(isolation_level="READ COMMITTED")
+                # else: READ COMMITTED, which every session starts in (retry.create_engine
+                # sets default_transaction_isolation): no per-checkout SET round trips.
             else:
                 conn = conn.execution_options(
                     pm_sqlite_begin="DEFERRED" if self.read_only else "IMMEDIATE"
