@@ -337,7 +337,8 @@ class WebhookHost:
             )
         if errors:
             return _invalid(rid, 400, errors)
-        body = await run_in_threadpool(self.hosted.positions, status, limit)
+        wanted = None if status in (None, "all") else status
+        body = await run_in_threadpool(self.hosted.positions, wanted, limit)
         return json_response(rid, 200, body)
 
     async def status(self, request: Request) -> Response:
