@@ -1,0 +1,159 @@
+"""End to end over real HTTP (issue 5 proof 1): a real `pm serve`, a full trade per instrument.
+
+Twice: the embedded default (SQLite file, paper broker, no Redis) and PostgreSQL + Redis +
+the OpenAlgo simulator. BASE_ENTRY, a PYRAMID that passes every gate, a partial EXIT and
+EXIT ALL, for Bank Nifty (webhook.md 1.3's second trade) and Gold Mini; then the positions,
+the equity and (with the simulator) the broker's books must agree.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.kit.redis_server import RedisServer
+from tests.kit.serve import (
+    SCENARIO_NET_PNL,
+    SCENARIO_QUOTES,
+    ServeProcess,
+    Sim,
+    bn_trade,
+    check_decided,
+    gold_trade,
+    pm_cli,
+    prepare_postgres,
+    serving,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CAPITAL = 5_000_000.0
+
+
+def run_trades(pm: ServeProcess) -> list[dict[str, Any]]:
+    """Post both trades in order; every answer is 200 executed with the expected facts."""
+    bodies = []
+    for trade in (bn_trade(), gold_trade()):
+        for payload, expected in trade:
+            response = pm.post(payload)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            check_decided(body, expected)
+            bodies.append(body)
+    return bodies
+
+
+def check_status_flat(status: dict[str, Any]) -> None:
+    portfolio = status["portfolio"]
+    assert portfolio["open_positions"] == 0
+    assert portfolio["closed_equity"] == pytest.approx(CAPITAL + SCENARIO_NET_PNL, abs=0.01)
+    assert portfolio["equity"] == pytest.approx(CAPITAL + SCENARIO_NET_PNL, abs=0.01)
+    assert portfolio["total_risk_percent"] == 0
+    stats = status["statistics"]
+    assert stats["entries_executed"] == 2
+    assert stats["pyramids_executed"] == 2
+    # One per label EXIT, one per position an EXIT ALL closes (domain 7.5): 1 + 2 per trade.
+    assert stats["exits_executed"] == 6
+    assert stats["orders_placed"] == 15
+
+
+def check_replay(pm: ServeProcess, payload: dict[str, Any], original: dict[str, Any]) -> None:
+    """A re-delivery answers 200 duplicate with the stored answer and sends nothing."""
+    response = pm.post(payload)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "duplicate"
+    assert body["duplicate_layer"] in ("l1", "l2", "l3")
+    assert body["signal_id"] == original["signal_id"]
+    assert body["original"]["body"]["orders"] == original["orders"]
+
+
+def test_embedded_default_full_trades(tmp_path: Path) -> None:
+    with serving({}, workdir=tmp_path, name="embedded") as pm:
+        ready = pm.wait_ready()
+        assert ready["checks"]["database"]["dialect"] == "sqlite"
+        assert ready["checks"]["redis"]["status"] == "disabled"
+        assert ready["checks"]["broker"]["name"] == "paper"
+        bodies = run_trades(pm)
+        check_replay(pm, bn_trade()[1][0], bodies[1])
+        check_status_flat(pm.status())
+        assert pm.positions()["positions"] == []
+        assert pm.terminate() == 0
+    assert (tmp_path / "pm.sqlite3").exists()
+    # The CLI reads the same file the service wrote.
+    doc = json.loads(pm_cli({}, "status", "--json", cwd=tmp_path))
+    check_status_flat(doc)
+
+
+@pytest.fixture
+def sim() -> Any:
+    simulator = Sim()
+    simulator.quotes(SCENARIO_QUOTES)
+    yield simulator
+    simulator.close()
+
+
+def test_postgres_redis_simulator_full_trades(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    prepare_postgres(pg_url, CAPITAL)
+    env = {
+        "PM_DATABASE_URL": pg_url,
+        "PM_REDIS_URL": redis_server.url,
+        "PM_REDIS_PREFIX": f"e2e{uuid.uuid4().hex[:6]}:",
+        **sim.env(),
+    }
+    with serving(env, workdir=tmp_path, name="pg") as pm:
+        ready = pm.wait_ready()
+        assert ready["mode"] == "normal"
+        assert ready["checks"]["database"]["dialect"] == "postgresql"
+        assert ready["checks"]["broker"]["name"] == "openalgo"
+        bodies = run_trades(pm)
+        check_replay(pm, gold_trade()[1][0], bodies[5])
+        check_status_flat(pm.status())
+        assert pm.terminate() == 0
+
+    # The simulator's books agree: one order per leg, each bound to exactly one intent.
+    orders_in_answers = [o for b in bodies for o in b["orders"]]
+    placed = sim.placed()
+    assert len(placed) == len(orders_in_answers) == 15
+    state = sim.state()
+    assert all(o["status"] == "complete" for o in state["orders"])
+    assert {o["orderid"] for o in state["orders"]} == {
+        o["broker_order_id"] for o in orders_in_answers
+    }
+    by_id = {o["orderid"]: o for o in state["orders"]}
+    for order in orders_in_answers:
+        at_broker = by_id[order["broker_order_id"]]
+        assert (at_broker["symbol"], at_broker["action"], at_broker["quantity"]) == (
+            order["symbol"],
+            order["action"],
+            order["quantity"],
+        )
+        assert float(at_broker["average_price"]) == order["average_price"]
+    nets = sim.net_positions()
+    assert nets and all(q == 0 for q in nets.values()), nets
+
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT client_order_id, broker_order_id, state FROM order_intents")
+            ).all()
+            signals = conn.execute(
+                sa.text("SELECT fingerprint, status FROM signal_log ORDER BY id")
+            ).all()
+    finally:
+        engine.dispose()
+    assert len(rows) == 15
+    assert {r.state for r in rows} == {"filled"}
+    assert len({r.broker_order_id for r in rows}) == 15
+    assert len(signals) == 8 and {s.status for s in signals} == {"executed"}
+
+    doc = json.loads(pm_cli({"PM_DATABASE_URL": pg_url}, "status", "--json", cwd=tmp_path))
+    check_status_flat(doc)
