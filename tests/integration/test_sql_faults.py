@@ -145,3 +145,59 @@ def test_pm_entry_point_exit_code_3() -> None:
     )
     assert proc.returncode == 3, proc.stderr
     assert "database unreachable at" in proc.stderr and "hunter2" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- redaction, retry
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://pm:hunter2@db:5432/pm", "postgresql+psycopg://pm@db:5432/pm"),
+        (
+            "postgresql+psycopg://pm:p%40ss@db/pm?sslmode=require",
+            "postgresql+psycopg://pm@db/pm?sslmode=require",
+        ),
+        (
+            "postgresql+psycopg://db/pm?user=pm&password=hunter2",
+            "postgresql+psycopg://db/pm?user=pm",
+        ),
+        ("sqlite:///./pm.sqlite3", "sqlite:///./pm.sqlite3"),
+    ],
+)
+def test_database_urls_are_redacted(url: str, shown: str) -> None:
+    from pm_adapters.sql.redact import redact_text, redact_url
+
+    assert redact_url(url) == shown
+    assert "hunter2" not in redact_text(f"failed for {url}", url)
+    assert "hunter2" not in redact_url(sa.engine.make_url(url))
+
+
+def test_full_jitter_backoff_and_budget() -> None:
+    from pm_core.errors import StaleVersionError
+
+    policy = RetryPolicy(attempts=4, base_s=0.025, cap_s=0.5, budget_s=2.0)
+    assert [policy.delay(n, lambda: 1.0) for n in range(6)] == [0.025, 0.05, 0.1, 0.2, 0.4, 0.5]
+    assert policy.delay(3, lambda: 0.0) == 0.0
+
+    class Always:
+        calls = 0
+
+        def begin(self, kind: str = "signal", *, read_only: bool = False) -> Always:
+            self.calls += 1
+            return self
+
+        def __enter__(self) -> Always:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def conflict(uow: object) -> None:
+        raise StaleVersionError("someone else committed")
+
+    slept: list[float] = []
+    factory = Always()
+    with pytest.raises(StaleVersionError):
+        run_transaction(factory, conflict, policy=policy, sleep=slept.append, rng=lambda: 1.0)
+    assert factory.calls == 4 and slept == [0.025, 0.05, 0.1]
