@@ -22,6 +22,7 @@ from pm_adapters.bootstrap import App, Settings, SettingsError, build, load_sett
 from pm_adapters.bootstrap.settings import is_loopback, redacted
 from pm_core.errors import ConfigError, DatabaseUnavailable, NotInitialised, SchemaMismatch
 from pm_core.recovery import recover
+from pm_core.service.reconciliation import acknowledge
 
 EXIT_UNREACHABLE = 3
 EXIT_SCHEMA = 4
@@ -262,6 +263,48 @@ def recover_command(
 recover_command.name = "recover"
 
 
+@click.command()
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
+@click.option("--ack", "ack", default=None, metavar="INSTRUMENT", help="Lift a block.")
+@click.option("--dry-run", is_flag=True, help="Diff only; set or lift no block.")
+def reconcile_command(
+    config: Path | None,
+    database_url: str | None,
+    redis_url: str | None,
+    as_json: bool,
+    ack: str | None,
+    dry_run: bool,
+) -> None:
+    """Compare positions with the broker's book; fail-closed blocks differing instruments."""
+    settings = _settings({"database_url": database_url, "redis_url": redis_url}, config)
+    with _built(settings) as app:
+        if ack:
+            lifted = acknowledge(app.ports, ack.strip().upper())
+            click.echo(f"{ack}: {'block lifted' if lifted else 'was not blocked'}")
+            return
+        run = app.reconcile(apply_blocks=not dry_run)
+        doc = run.to_json()
+        if as_json:
+            click.echo(json.dumps(doc, indent=2))
+        else:
+            if run.error:
+                click.echo(f"broker unavailable: {run.error}", err=True)
+            for kind in ("matched", "orphaned", "missing", "mismatched", "ignored"):
+                for row in doc[kind]:
+                    click.echo(f"{kind:<10} {row}")
+            click.echo(
+                f"clean: {doc['clean']}  blocked: {doc['blocked']}  unblocked: {doc['unblocked']}"
+            )
+        if run.report is None:
+            sys.exit(EXIT_UNREACHABLE)
+        if not run.report.clean:
+            sys.exit(1)
+
+
+reconcile_command.name = "reconcile"
+
+
 @click.group()
 def intents() -> None:
     """Inspect and resolve order intents."""
@@ -323,4 +366,4 @@ def intents_resolve(
         click.echo("the next recovery or leader sweep settles its signal")
 
 
-COMMANDS: list[click.Command] = [serve, status, recover_command, intents]
+COMMANDS: list[click.Command] = [serve, status, recover_command, reconcile_command, intents]

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from pm_adapters.bootstrap.settings import Settings
+from pm_core.calendar import is_session_open
 from pm_core.errors import PmError
 from pm_core.metrics import equity_view, percent_of, risk_totals
 from pm_core.model import ReceivedSignal
@@ -23,6 +24,7 @@ from pm_core.service.api import Observer, ServiceUnavailable, SignalResult
 from pm_core.service.jobs import IntervalJob, LeaderScheduler, LeaderTimings
 from pm_core.service.limits import ServiceLimits
 from pm_core.service.pipeline import SignalService
+from pm_core.service.reconciliation import ReconciliationRun, reconcile
 from pm_core.sizing import peel_off
 
 log = logging.getLogger("pm.app")
@@ -307,6 +309,8 @@ class App:
                 "broker mode", extra={"mode": mode, "expected": self.service.mode_guard.expected}
             )
         self.recovery = recover(self.service, registry.is_live)
+        if self.settings.reconcile_on_startup and self.broker_name == "openalgo":
+            self.reconcile()
         self._state = "active"
         self._beat()
         self._spawn("pm-stats", self._stats_loop)
@@ -334,6 +338,10 @@ class App:
         )
         self.scheduler.add(IntervalJob("orphan_sweep", s.sweep_interval_s, self._sweep))
         self.scheduler.add(IntervalJob("lock_cleanup", s.lock_cleanup_s, self._lock_cleanup))
+        if self.broker_name == "openalgo":
+            self.scheduler.add(
+                IntervalJob("reconciliation", s.reconcile_interval_s, self._reconcile_job)
+            )
         if self.coordination is not None and getattr(self.coordination, "coordinator", None):
             with contextlib.suppress(Exception):
                 self.coordination.coordinator.listen_released(lambda _id: self._wake())
@@ -369,6 +377,25 @@ class App:
         report = recover(self.service, registry.is_live, release_locks=False)
         if report.takeovers:
             log.info("sweep took over signals", extra={"signals": list(report.takeovers)})
+
+    def reconcile(self, *, apply_blocks: bool = True) -> ReconciliationRun:
+        """Diff positions against the broker; fail-closed blocks (never raises on outages)."""
+        try:
+            run = reconcile(self.ports, self.config, apply_blocks=apply_blocks)
+        except PmError as exc:
+            return ReconciliationRun(None, error=str(exc))
+        if run.report is not None and not run.report.clean:
+            log.warning(
+                "reconciliation differences",
+                extra={"instruments": list(run.report.instruments_with_differences)},
+            )
+        return run
+
+    def _reconcile_job(self, epoch: int) -> None:
+        del epoch  # writes go through the portfolio lock; blocks are idempotent
+        now = self.ports.clock.now()
+        if any(is_session_open(i, now, self.config) for i in self.config.instruments.values()):
+            self.reconcile()
 
     def _lock_cleanup(self, epoch: int) -> None:
         del epoch
