@@ -268,3 +268,55 @@ def instrument_configs() -> st.SearchStrategy[Any]:
     from pm_core.config import bank_nifty, gold_mini
 
     return st.sampled_from([bn35_config(), gold_mini(), bank_nifty()])
+
+
+# --------------------------------------------------------------------------- hostile webhook input
+# Schema-driven fuzzing of POST /webhook (webhook.md 1): mutated valid payloads and raw bodies.
+
+
+@st.composite
+def mutated_payloads(draw: st.DrawFn) -> dict[str, JsonValue]:
+    """A valid payload with one to three fields dropped, retyped or set to junk."""
+    payload = dict(draw(valid_payloads()))
+    payload.pop("secret", None)
+    for _ in range(draw(st.integers(1, 3))):
+        field = draw(st.sampled_from([*SIGNAL_FIELDS, "extra", ""]))
+        action = draw(st.sampled_from(["drop", "junk", "text", "huge", "nested"]))
+        if action == "drop":
+            payload.pop(field, None)
+        elif action == "junk":
+            payload[field] = draw(json_scalars())
+        elif action == "text":
+            payload[field] = draw(st.text(max_size=40))
+        elif action == "huge":
+            payload[field] = draw(
+                st.sampled_from(
+                    [10**30, -(10**30), 1e308, -1e308, "1e400", "-0", "NaN", "Infinity"]
+                )
+            )
+        else:
+            payload[field] = draw(json_values(max_leaves=4))
+    return payload
+
+
+def hostile_bodies() -> st.SearchStrategy[bytes]:
+    """Raw request bodies: random bytes, broken JSON, JSON of the wrong shape."""
+    return st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.sampled_from(
+            [
+                b"",
+                b"{",
+                b'{"type": "EXIT",',
+                b"[" * 5000,
+                b'{"a":' * 2000,
+                b"null",
+                b"NaN",
+                b'"\\ud800"',
+                b'{"type": "BASE_ENTRY"}' * 2,
+                b"\xef\xbb\xbf{}",
+                b'{"price": 1e999999}',
+            ]
+        ),
+    )
