@@ -447,3 +447,10 @@ position_trades = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False, server_default=_now()),
     sa.Index("ix_position_trades_exit_time", "exit_time"),
 )
+
+# Retention deletes signal_log rows in batches: each foreign key into signal_log needs an index,
+# or PostgreSQL scans the referencing table once per deleted row (statement timeout at 50k rows).
+sa.Index("ix_signal_log_duplicate_of_id", signal_log.c.duplicate_of_id)
+sa.Index("ix_portfolio_positions_opened_by_signal", portfolio_positions.c.opened_by_signal_id)
+sa.Index("ix_portfolio_positions_closed_by_signal", portfolio_positions.c.closed_by_signal_id)
+sa.Index("ix_equity_ledger_signal_id", equity_ledger.c.signal_id)
