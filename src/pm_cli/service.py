@@ -20,7 +20,9 @@ import click
 
 from pm_adapters.bootstrap import App, Settings, SettingsError, build, load_settings
 from pm_adapters.bootstrap.settings import is_loopback, redacted
+from pm_core.codes import render
 from pm_core.errors import ConfigError, DatabaseUnavailable, NotInitialised, SchemaMismatch
+from pm_core.ports import Ok
 from pm_core.recovery import recover
 from pm_core.service.reconciliation import acknowledge
 
@@ -283,6 +285,10 @@ def reconcile_command(
             lifted = acknowledge(app.ports, ack.strip().upper())
             click.echo(f"{ack}: {'block lifted' if lifted else 'was not blocked'}")
             return
+        if app.broker_name == "paper":
+            # Each process has its own paper book: a diff against it would block everything.
+            click.echo("the paper broker keeps no book between processes: nothing to reconcile")
+            return
         run = app.reconcile(apply_blocks=not dry_run)
         doc = run.to_json()
         if as_json:
@@ -303,6 +309,83 @@ def reconcile_command(
 
 
 reconcile_command.name = "reconcile"
+
+
+@click.command()
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print candidates and plans as JSON.")
+def rollover(
+    config: Path | None, database_url: str | None, redis_url: str | None, as_json: bool
+) -> None:
+    """List positions due for a roll and stuck rolls, each with its dry-run plan.
+
+    Plans use the broker's quotes for the strike reference; nothing is sent or changed.
+    """
+    from pm_core.calendar import rollover_candidates
+    from pm_core.rollover import RollPlan, plan_roll, reference_quotes_for
+
+    settings = _settings({"database_url": database_url, "redis_url": redis_url}, config)
+    with _built(settings) as app:
+        with app.ports.uow.begin("signal", read_only=True) as unit:
+            snapshot = unit.portfolio.read()
+        now = app.now()
+        rows: list[dict[str, Any]] = []
+        for candidate in rollover_candidates(snapshot.positions, app.config, now):
+            position = snapshot.position_by_id(candidate.position_id)
+            if position is None:
+                continue
+            inst = app.config.instruments[position.instrument]
+            quotes: dict[tuple[str, str], Any] = {}
+            if position.expiry is not None:
+                for exchange, symbol in reference_quotes_for(
+                    inst, position.expiry, candidate.next_expiry
+                ):
+                    got = app.ports.broker.quote(symbol, exchange)
+                    if isinstance(got, Ok):
+                        quotes[(exchange, symbol)] = got.value
+            plan = plan_roll(position, app.config, quotes)
+            row: dict[str, Any] = {
+                "key": position.key,
+                "expiry": position.expiry.isoformat() if position.expiry else None,
+                "days_to_expiry": candidate.days_to_expiry,
+                "reason": render(candidate.reason),
+                "resume": candidate.resume,
+                "manual_only": candidate.manual_only,
+                "rollover_status": position.rollover_status,
+            }
+            if isinstance(plan, RollPlan):
+                row["plan"] = {
+                    "new_expiry": plan.new_expiry.isoformat(),
+                    "new_strike": plan.new_strike,
+                    "steps": [
+                        {
+                            "step": st.step,
+                            "name": st.name,
+                            "symbol": st.symbol,
+                            "action": st.action,
+                            "quantity": st.quantity,
+                            "p0": str(st.p0) if st.p0 is not None else None,
+                        }
+                        for st in plan.remaining
+                    ],
+                }
+            else:
+                row["plan_error"] = render(plan)
+            rows.append(row)
+        if as_json:
+            click.echo(json.dumps({"as_of": now.isoformat(), "candidates": rows}, indent=2))
+            return
+        if not rows:
+            click.echo("no position is due for a roll")
+        for row in rows:
+            click.echo(f"{row['key']}: {row['reason']} (status {row['rollover_status']})")
+            for st in row.get("plan", {}).get("steps", []):
+                click.echo(
+                    f"  step {st['step']} {st['name']}: {st['action']} {st['quantity']} "
+                    f"{st['symbol']} P0 {st['p0']}"
+                )
+            if "plan_error" in row:
+                click.echo(f"  no plan: {row['plan_error']}")
 
 
 @click.group()
@@ -366,4 +449,11 @@ def intents_resolve(
         click.echo("the next recovery or leader sweep settles its signal")
 
 
-COMMANDS: list[click.Command] = [serve, status, recover_command, reconcile_command, intents]
+COMMANDS: list[click.Command] = [
+    serve,
+    status,
+    recover_command,
+    reconcile_command,
+    rollover,
+    intents,
+]
