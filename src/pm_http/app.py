@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import math
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -171,6 +170,10 @@ class WebhookHost:
             raw = await read_limited(request.stream(), limit)
         except BodyTooLarge:
             return self._rejected(rid, 413, {"status": "too_large", "limit_bytes": limit})
+        except ClientDisconnect:
+            # Nobody is listening; answer for the log's sake and store nothing.
+            error = {"field": "payload", "code": "not_json", "message": "Body incomplete"}
+            return self._rejected(rid, 400, {"status": "invalid", "errors": [error]})
 
         # 3. Rate per source.
         peer = request.client.host if request.client else None
@@ -398,8 +401,3 @@ def create_app(hosted: HostedApp, settings: Settings) -> Starlette:
     app.state.host = host
     app.state.observer = observer
     return app
-
-
-def retry_after_from(seconds: float) -> int:
-    """Whole seconds for a Retry-After header (at least 1)."""
-    return max(1, math.ceil(seconds))

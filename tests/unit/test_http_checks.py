@@ -327,3 +327,40 @@ def test_console_logs() -> None:
         unconfigure_logging(handler)
     text = stream.getvalue()
     assert "DEBUG" in text and "hello" in text and "k=1" in text
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_json_response_headers_and_request_id() -> None:
+    import datetime as dt
+
+    from pm_http.app import json_response
+
+    response = json_response(
+        "rid-1",
+        503,
+        {
+            "status": "unavailable",
+            "reason": "draining",
+            "at": dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        },
+        retry_after_s=5,
+    )
+    assert response.status_code == 503
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-request-id"] == "rid-1"
+    assert response.headers["retry-after"] == "5"
+    assert response.headers["content-type"] == "application/json"
+    body = json.loads(bytes(response.body))
+    assert body["request_id"] == "rid-1" and body["reason"] == "draining"
+    assert body["at"] == "2025-01-02T03:04:05Z"
+
+
+def test_json_response_keeps_the_services_request_id_and_utf8() -> None:
+    from pm_http.app import json_response
+
+    response = json_response("rid-2", 200, {"status": "executed", "request_id": "svc", "m": "₹"})
+    body = json.loads(bytes(response.body).decode("utf-8"))
+    assert body["request_id"] == "svc" and body["m"] == "₹"
+    assert "retry-after" not in response.headers
