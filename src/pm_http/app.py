@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -224,7 +225,20 @@ class WebhookHost:
 
         # 7. The service.
         received = ReceivedSignal(checked, fingerprint(checked), dt.datetime.now(dt.UTC))
+        started = time.perf_counter()
         result = await self._process(received, rid)
+        log.info(
+            "webhook answered",
+            extra={
+                "request_id": rid,
+                "http_status": result.http_status,
+                "status": result.body.get("status"),
+                "fingerprint": received.fingerprint,
+                "instrument": checked.instrument,
+                "type": checked.type,
+                "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
         return json_response(
             rid, result.http_status, result.body, retry_after_s=result.retry_after_s
         )
