@@ -1,0 +1,179 @@
+"""Two `pm serve` processes on one PostgreSQL + Redis + simulator (issue 5 proof 2).
+
+- The same signal posted to both at once, for 100 different signals: one processing and one
+  order group each (service.md 15 row 7); the simulator never gets an order twice.
+- Two different signals that only one cap allows, one to each instance at once: exactly one
+  passes (row 8: the portfolio lock serializes them, the second sees the first's reservation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.kit.redis_server import RedisServer
+from tests.kit.serve import (
+    SCENARIO_QUOTES,
+    ServeProcess,
+    Sim,
+    bn_payload,
+    gold_payload,
+    prepare_postgres,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+@pytest.fixture
+def sim() -> Iterator[Sim]:
+    simulator = Sim()
+    simulator.quotes(SCENARIO_QUOTES)
+    yield simulator
+    simulator.close()
+
+
+def start_pair(env: Mapping[str, str], tmp_path: Path) -> list[ServeProcess]:
+    pair = [ServeProcess(env, workdir=tmp_path, name=f"inst{i}") for i in (1, 2)]
+    for proc in pair:
+        proc.start(wait=False)
+    for proc in pair:
+        proc.wait_ready()
+    return pair
+
+
+def cluster_env(pg_url: str, redis_url: str, sim: Sim, **extra: str) -> dict[str, str]:
+    prepare_postgres(pg_url)
+    return {
+        "PM_DATABASE_URL": pg_url,
+        "PM_REDIS_URL": redis_url,
+        "PM_REDIS_PREFIX": f"two{uuid.uuid4().hex[:6]}:",
+        **sim.env(),
+        **extra,
+    }
+
+
+def post_both(pair: list[ServeProcess], payloads: list[dict[str, Any]]) -> list[httpx.Response]:
+    """Post payloads[i] to pair[i] at the same instant (a barrier releases both threads)."""
+    barrier = threading.Barrier(len(pair))
+
+    def one(i: int) -> httpx.Response:
+        barrier.wait()
+        return pair[i].post(payloads[i])
+
+    with ThreadPoolExecutor(len(pair)) as pool:
+        return list(pool.map(one, range(len(pair))))
+
+
+def hundred_signals() -> list[dict[str, Any]]:
+    """25 rounds of Gold BASE, Bank Nifty BASE, Gold EXIT ALL, Bank Nifty EXIT ALL."""
+    start = dt.datetime(2025, 12, 1, 9, 20, tzinfo=IST)
+    signals = []
+    for r in range(25):
+        t = start + dt.timedelta(minutes=10 * r)
+        stamp = (t + dt.timedelta(minutes=5)).isoformat()
+        signals += [
+            gold_payload("BASE_ENTRY", timestamp=t.isoformat()),
+            bn_payload("BASE_ENTRY", timestamp=t.isoformat()),
+            gold_payload("EXIT", position="ALL", stop=0, timestamp=stamp),
+            bn_payload("EXIT", position="ALL", stop=0, timestamp=stamp),
+        ]
+    return signals
+
+
+def db_rows(url: str, query: str) -> list[Any]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(query)).all())
+    finally:
+        engine.dispose()
+
+
+def test_same_signal_to_both_instances_runs_once_for_100_signals(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    pair = start_pair(cluster_env(pg_url, redis_server.url, sim), tmp_path)
+    try:
+        signals = hundred_signals()
+        answers: list[tuple[str, str]] = []
+        for payload in signals:
+            first, second = post_both(pair, [payload, payload])
+            statuses = sorted([first.json()["status"], second.json()["status"]])
+            assert all(r.status_code in (200, 202) for r in (first, second)), statuses
+            # One instance processed it; the other answered from L2/L3 (or saw it in flight).
+            assert statuses.count("executed") <= 1, statuses
+            assert set(statuses) <= {"executed", "duplicate", "in_progress"}, statuses
+            assert first.json()["fingerprint"] == second.json()["fingerprint"]
+            answers.append((statuses[0], statuses[1]))
+        wait_for(
+            lambda: (
+                not db_rows(
+                    pg_url, "SELECT id FROM signal_log WHERE status IN ('processing', 'queued')"
+                )
+            ),
+            30,
+            what="every signal finished",
+        )
+        # Each signal was processed exactly once, and all 100 executed.
+        rows = db_rows(pg_url, "SELECT fingerprint, status FROM signal_log")
+        assert len(rows) == 100
+        assert len({r.fingerprint for r in rows}) == 100
+        assert Counter(r.status for r in rows) == {"executed": 100}
+        # One order group each: 25 x (1 + 2 + 1 + 2) intents, each sent once and bound once.
+        intents = db_rows(
+            pg_url, "SELECT client_order_id, broker_order_id, attempts, state FROM order_intents"
+        )
+        assert len(intents) == 150
+        assert {(i.attempts, i.state) for i in intents} == {(1, "filled")}
+        assert len({i.broker_order_id for i in intents}) == 150
+        placed = sim.placed()
+        assert len(placed) == 150, "the simulator got an order twice"
+        assert {c["response_orderid"] for c in placed} == {i.broker_order_id for i in intents}
+        assert all(q == 0 for q in sim.net_positions().values())
+        # Every delivery pair had exactly one processing instance answering it.
+        assert sum(1 for a in answers if "executed" in a) >= 95, Counter(answers)
+        for proc in pair:
+            assert proc.terminate() == 0
+    finally:
+        for proc in pair:
+            proc.close()
+
+
+def test_two_signals_only_one_cap_allows_exactly_one_passes(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    # Bank Nifty base alone: risk 0.42 %; Gold base alone: 0.18 %; both: 0.60 % > 0.45 %.
+    config = tmp_path / "caps.toml"
+    config.write_text("[portfolio]\nmax_portfolio_risk_percent = 0.45\n")
+    env = cluster_env(pg_url, redis_server.url, sim, PM_CONFIG=str(config))
+    pair = start_pair(env, tmp_path)
+    try:
+        bn, gold = post_both(pair, [bn_payload("BASE_ENTRY"), gold_payload("BASE_ENTRY")])
+        bodies = [bn.json(), gold.json()]
+        assert bn.status_code == gold.status_code == 200, bodies
+        assert sorted(b["status"] for b in bodies) == ["blocked", "executed"], bodies
+        loser = next(b for b in bodies if b["status"] == "blocked")
+        assert loser["reason_codes"] == ["portfolio_risk_limit"]
+        winner = next(b for b in bodies if b["status"] == "executed")
+        status = pair[0].status()
+        assert status["portfolio"]["open_positions"] == 1
+        assert status["portfolio"]["total_risk_percent"] <= 0.45
+        placed = sim.placed()
+        assert len(placed) == len(winner["orders"])
+        assert {c["symbol"] for c in placed} == {o["symbol"] for o in winner["orders"]}
+    finally:
+        for proc in pair:
+            proc.close()
