@@ -7,6 +7,7 @@ rule of 11.2, or an input error {source, line, code, message}. Nothing is droppe
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
@@ -17,7 +18,7 @@ from typing import Any
 import attrs
 
 from pm_core.codes import format_float
-from pm_core.config import DomainConfig, SizingMode
+from pm_core.config import DomainConfig, InstrumentConfig, SizingMode
 from pm_core.errors import InputError as InputFileError
 from pm_core.model import FieldError, Signal, instant_us
 from pm_core.signal import parse_timestamp, validate
@@ -279,244 +280,260 @@ def parse_tradingview_csv(
     if inst is None:
         known = ", ".join(config.instruments)
         raise InputFileError(f"{source}: unknown instrument {instrument!r} (registered: {known})")
-    mode: SizingMode = sizing_mode or config.portfolio.sizing_mode
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise InputFileError(f"{source}: empty file (no header row)") from None
-    except csv.Error as exc:
-        raise InputFileError(f"{source}: line 1: {exc}") from None
-    columns = _columns(header, source)
+    reader = _CsvReader(inst, source, config, sizing_mode or config.portfolio.sizing_mode)
+    reader.read_rows(text[1:] if text.startswith("\ufeff") else text)
+    reader.collapse_entries()
+    reader.collapse_exits()
+    return reader.result()
 
-    errors: list[InputError] = []
-    warnings: list[InputError] = []
-    entry_rows: list[_Row] = []
-    exit_rows: list[_Row] = []
-    open_trades: set[str] = set()
-    counts = dict.fromkeys(("rows", "open_exits", "short_rows", "other_rows"), 0)
-    width = max(columns.values()) + 1
-    for cells in _rows(reader, source):
-        line = reader.line_num
-        if not any(cell.strip() for cell in cells):
-            continue  # a blank line is not a row
-        counts["rows"] += 1
-        if len(cells) < width:
-            cells = cells + [""] * (width - len(cells))
-        kind = cells[columns["type"]].strip().lower()
-        trade = cells[columns["trade"]].strip()
-        if kind.startswith(("entry short", "exit short")):
-            counts["short_rows"] += 1
-            errors.append(
-                InputError(
-                    source,
-                    line,
-                    "unsupported_direction",
-                    f"Short trades are not supported: {cells[columns['type']].strip()!r}",
+
+class _CsvReader:
+    """One export's rows, grouped into split trades and turned into sorted signals."""
+
+    def __init__(
+        self, instrument: InstrumentConfig, source: str, config: DomainConfig, mode: SizingMode
+    ) -> None:
+        self.instrument = instrument
+        self.source = source
+        self.config = config
+        self.mode = mode
+        self.errors: list[InputError] = []
+        self.warnings: list[InputError] = []
+        self.events: list[_Event] = []
+        self.entry_rows: list[_Row] = []
+        self.exit_rows: list[_Row] = []
+        self.open_trades: set[str] = set()  # trades TradingView still holds at the end
+        self.failed_trades: set[str] = set()  # trades whose entry is an input error
+        self.label_of_trade: dict[str, str] = {}
+        self.group_of_trade: dict[str, int] = {}
+        self.group_trades: list[list[str]] = []
+        self.count = collections.Counter[str]()
+
+    def read_rows(self, text: str) -> None:
+        """Classify every data row: entry, exit, open exit, short (an error) or other."""
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputFileError(f"{self.source}: empty file (no header row)") from None
+        except csv.Error as exc:
+            raise InputFileError(f"{self.source}: line 1: {exc}") from None
+        columns = _columns(header, self.source)
+        width = max(columns.values()) + 1
+        for cells in _rows(reader, self.source):
+            if not any(cell.strip() for cell in cells):
+                continue  # a blank line is not a row
+            self.count["rows"] += 1
+            if len(cells) < width:
+                cells = cells + [""] * (width - len(cells))
+            kind = cells[columns["type"]].strip().lower()
+            trade = cells[columns["trade"]].strip()
+            if kind.startswith(("entry short", "exit short")):
+                self.count["short_rows"] += 1
+                self.errors.append(
+                    InputError(
+                        self.source,
+                        reader.line_num,
+                        "unsupported_direction",
+                        f"Short trades are not supported: {cells[columns['type']].strip()!r}",
+                    )
                 )
+                continue
+            is_entry = kind.startswith("entry long")
+            if not is_entry and not kind.startswith("exit long"):
+                self.count["other_rows"] += 1
+                continue
+            head, meta = _split_comment(cells[columns["signal"]])
+            if not is_entry and head.lower() == "open":
+                self.count["open_exits"] += 1
+                self.open_trades.add(trade)
+                continue
+            row = _Row(
+                line=reader.line_num,
+                trade=trade,
+                trade_order=_trade_order(trade),
+                when=cells[columns["time"]].strip(),
+                head=head,
+                meta=meta,
+                price=cells[columns["price"]].strip(),
+                qty=_quantity(cells[columns["qty"]]),
             )
-            continue
-        is_entry = kind.startswith("entry long")
-        if not is_entry and not kind.startswith("exit long"):
-            counts["other_rows"] += 1
-            continue
-        head, row_meta = _split_comment(cells[columns["signal"]])
-        if not is_entry and head.lower() == "open":
-            counts["open_exits"] += 1
-            open_trades.add(trade)
-            continue
-        row = _Row(
-            line=line,
-            trade=trade,
-            trade_order=_trade_order(trade),
-            when=cells[columns["time"]].strip(),
-            head=head,
-            meta=row_meta,
-            price=cells[columns["price"]].strip(),
-            qty=_quantity(cells[columns["qty"]]),
-        )
-        (entry_rows if is_entry else exit_rows).append(row)
+            (self.entry_rows if is_entry else self.exit_rows).append(row)
 
-    events: list[_Event] = []
-    label_of_trade: dict[str, str] = {}
-    group_of_trade: dict[str, int] = {}
-    failed_trades: set[str] = set()
-    group_trades: list[list[str]] = []
-    acc = {"entries": 0, "collapsed_entry_rows": 0, "entry_error_rows": 0}
+    def collapse_entries(self) -> None:
+        """One entry per split order: rows sharing timestamp, type, label and price."""
+        groups: dict[tuple[str, bool, str, str], list[_Row]] = {}
+        for row in self.entry_rows:
+            label, pyramid = _entry_label(row.head, row.meta)
+            groups.setdefault((row.when, pyramid, label, row.price), []).append(row)
+        for (when, pyramid, label, price), rows in groups.items():
+            rows.sort(key=lambda r: r.trade_order)
+            trades = [r.trade for r in rows]
+            for trade in trades:
+                self.group_of_trade[trade] = len(self.group_trades)
+                self.label_of_trade[trade] = label
+            self.group_trades.append(trades)
+            first = rows[0]
+            if len(rows) > 1:
+                lots: int | None = sum(r.qty or 0 for r in rows)
+            else:
+                match = _LOTS_IN_HEAD.search(first.head)
+                lots = int(match.group(1)) if match else first.qty
+            signal = self._entry_signal(first, pyramid, label, price, when, lots)
+            if signal is None:
+                self.failed_trades.update(trades)
+                self.count["entry_error_rows"] += len(rows)
+                continue
+            self.count["entries"] += 1
+            self.count["collapsed_entry_rows"] += len(rows) - 1
+            self._add(signal, first, exit_first=1)
 
-    # Entries: split trades share timestamp, type, label and price (domain 11.2).
-    groups: dict[tuple[str, bool, str, str], list[_Row]] = {}
-    for row in entry_rows:
-        label, pyramid = _entry_label(row.head, row.meta)
-        groups.setdefault((row.when, pyramid, label, row.price), []).append(row)
-    for (when, pyramid, label, price), rows in groups.items():
-        rows.sort(key=lambda r: r.trade_order)
-        first = rows[0]
-        trades = [r.trade for r in rows]
-        group_id = len(group_trades)
-        group_trades.append(trades)
-        for trade in trades:
-            group_of_trade[trade] = group_id
-            label_of_trade[trade] = label
-        if len(rows) > 1:
-            lots: int | None = sum(r.qty or 0 for r in rows)
-        else:
-            match = _LOTS_IN_HEAD.search(first.head)
-            lots = int(match.group(1)) if match else first.qty
+    def _entry_signal(
+        self, first: _Row, pyramid: bool, label: str, price: str, when: str, lots: int | None
+    ) -> Signal | None:
         meta = first.meta
-        problem: InputError | None = None
         atr: str | float | None = meta.get("ATR")
         if atr is None:
-            if mode == "tom_basso":
-                problem = InputError(
-                    source,
-                    first.line,
+            if self.mode == "tom_basso":
+                self._error(
+                    first,
                     "missing_atr",
                     "Entry has no ATR in its Signal comment; tom_basso sizing needs it "
                     "(use as_signalled sizing for a plain export)",
                     "atr",
                 )
-            else:
-                atr = inst.fallback_atr
-                warnings.append(
-                    InputError(
-                        source,
-                        first.line,
-                        "atr_fallback",
-                        f"ATR missing; fallback ATR {format_float(inst.fallback_atr)} used",
-                        "atr",
-                    )
+                return None
+            atr = self.instrument.fallback_atr
+            self.warnings.append(
+                InputError(
+                    self.source,
+                    first.line,
+                    "atr_fallback",
+                    f"ATR missing; fallback ATR {format_float(atr)} used",
+                    "atr",
                 )
-        if problem is None and mode == "as_signalled" and (lots is None or lots <= 0):
-            problem = InputError(
-                source,
-                first.line,
+            )
+        if self.mode == "as_signalled" and (lots is None or lots <= 0):
+            self._error(
+                first,
                 "missing_lots",
                 "Entry has no lots in its head (nL) or Position size (qty)",
                 "lots",
             )
-        if problem is not None:
-            errors.append(problem)
-            failed_trades.update(trades)
-            acc["entry_error_rows"] += len(rows)
-            continue
+            return None
         stop = meta.get("STOP", 0)
-        payload: dict[str, Any] = {
-            "type": "PYRAMID" if pyramid else "BASE_ENTRY",
-            "instrument": inst_id,
-            "position": label,
-            "price": price,
-            "stop": stop,
-            "lots": lots if lots is not None else 0,
-            "atr": atr,
-            "er": meta.get("ER", 1.0),
-            "supertrend": meta.get("ST", stop),
-            "timestamp": when,
-        }
-        result = validate(payload, config)
-        if not isinstance(result, Signal):
-            errors.extend(_field_errors(source, first.line, result))
-            failed_trades.update(trades)
-            acc["entry_error_rows"] += len(rows)
-            continue
-        acc["entries"] += 1
-        acc["collapsed_entry_rows"] += len(rows) - 1
-        events.append(
-            _Event(
-                (instant_us(result.timestamp), 1, first.trade_order),
-                SourcedSignal(result, source, first.line),
-            )
-        )
-
-    # Exits: per entry group, rows at one timestamp collapse; the group's last exit closes
-    # what remains (lots 0) unless one of its trades is still open at the end of the test.
-    exit_acc = {"exits": 0, "collapsed_exit_rows": 0, "exit_error_rows": 0, "after_error": 0}
-    exit_groups: dict[tuple[str, str], list[_Row]] = {}
-    group_key_of: dict[str, str] = {}
-    for row in exit_rows:
-        if row.trade in failed_trades:
-            exit_acc["after_error"] += 1
-            continue
-        group_id_or_none = group_of_trade.get(row.trade)
-        group_key = f"g{group_id_or_none}" if group_id_or_none is not None else f"t{row.trade}"
-        group_key_of[row.trade] = group_key
-        exit_groups.setdefault((group_key, row.when), []).append(row)
-    by_group: dict[str, list[tuple[tuple[int, str, tuple[int, str]], str, list[_Row]]]] = {}
-    for (group_key, when), rows in exit_groups.items():
-        rows.sort(key=lambda r: r.trade_order)
-        instant = _instant_or_none(when, config)
-        order = (instant if instant is not None else 0, when, rows[0].trade_order)
-        by_group.setdefault(group_key, []).append((order, when, rows))
-    for group_key, collapsed in by_group.items():
-        collapsed.sort(key=lambda item: item[0])
-        if group_key.startswith("g"):
-            trades = group_trades[int(group_key[1:])]
-        else:
-            trades = [group_key[1:]]
-        still_open = any(t in open_trades for t in trades)
-        for index, (_order, when, rows) in enumerate(collapsed):
-            first = rows[0]
-            last = index == len(collapsed) - 1
-            if last and not still_open:
-                lots = 0
-            else:
-                lots = sum(r.qty or 0 for r in rows)
-            meta = first.meta
-            label = meta.get("POS") or label_of_trade.get(first.trade, "Long_1")
-            stop = meta.get("STOP", 0)
-            payload = {
-                "type": "EXIT",
-                "instrument": inst_id,
+        return self._validate(
+            first,
+            {
+                "type": "PYRAMID" if pyramid else "BASE_ENTRY",
+                "instrument": self.instrument.id,
                 "position": label,
-                "price": first.price,
+                "price": price,
                 "stop": stop,
-                "lots": lots,
-                "atr": meta.get("ATR", 0),
+                "lots": lots if lots is not None else 0,
+                "atr": atr,
                 "er": meta.get("ER", 1.0),
                 "supertrend": meta.get("ST", stop),
                 "timestamp": when,
-                "reason": first.head or "EXIT",
-            }
-            result = validate(payload, config)
-            if not isinstance(result, Signal):
-                errors.extend(_field_errors(source, first.line, result))
-                exit_acc["exit_error_rows"] += len(rows)
-                continue
-            exit_acc["exits"] += 1
-            exit_acc["collapsed_exit_rows"] += len(rows) - 1
-            events.append(
-                _Event(
-                    (instant_us(result.timestamp), 0, first.trade_order),
-                    SourcedSignal(result, source, first.line),
-                )
-            )
+            },
+        )
 
-    events.sort(key=lambda e: e.sort_key)
-    errors.sort(key=lambda e: e.line)
-    warnings.sort(key=lambda e: e.line)
-    account = CsvAccount(
-        rows=counts["rows"],
-        entry_rows=len(entry_rows),
-        exit_rows=len(exit_rows),
-        open_exits=counts["open_exits"],
-        short_rows=counts["short_rows"],
-        other_rows=counts["other_rows"],
-        entries=acc["entries"],
-        exits=exit_acc["exits"],
-        collapsed_entry_rows=acc["collapsed_entry_rows"],
-        collapsed_exit_rows=exit_acc["collapsed_exit_rows"],
-        entry_error_rows=acc["entry_error_rows"],
-        exit_error_rows=exit_acc["exit_error_rows"],
-        exits_after_entry_error=exit_acc["after_error"],
-    )
-    return ParsedInput(
-        tuple(e.signal for e in events),
-        tuple(errors),
-        tuple(warnings),
-        {source: account},
-    )
+    def collapse_exits(self) -> None:
+        """Per split order, exit rows at one time collapse; the last one closes the rest."""
+        by_time: dict[tuple[str, str], list[_Row]] = {}
+        for row in self.exit_rows:
+            if row.trade in self.failed_trades:
+                self.count["exits_after_entry_error"] += 1
+                continue
+            group = self.group_of_trade.get(row.trade)
+            group_key = f"g{group}" if group is not None else f"t{row.trade}"
+            by_time.setdefault((group_key, row.when), []).append(row)
+        by_group: dict[str, list[tuple[tuple[int, str, tuple[int, str]], str, list[_Row]]]] = {}
+        for (group_key, when), rows in by_time.items():
+            rows.sort(key=lambda r: r.trade_order)
+            instant = _instant_or_none(when, self.config)
+            order = (instant if instant is not None else 0, when, rows[0].trade_order)
+            by_group.setdefault(group_key, []).append((order, when, rows))
+        for group_key, collapsed in by_group.items():
+            collapsed.sort(key=lambda item: item[0])
+            trades = (
+                self.group_trades[int(group_key[1:])]
+                if group_key.startswith("g")
+                else [group_key[1:]]
+            )
+            still_open = any(t in self.open_trades for t in trades)
+            for index, (_order, when, rows) in enumerate(collapsed):
+                first = rows[0]
+                closes_the_rest = index == len(collapsed) - 1 and not still_open
+                lots = 0 if closes_the_rest else sum(r.qty or 0 for r in rows)
+                meta = first.meta
+                stop = meta.get("STOP", 0)
+                signal = self._validate(
+                    first,
+                    {
+                        "type": "EXIT",
+                        "instrument": self.instrument.id,
+                        "position": meta.get("POS")
+                        or self.label_of_trade.get(first.trade, "Long_1"),
+                        "price": first.price,
+                        "stop": stop,
+                        "lots": lots,
+                        "atr": meta.get("ATR", 0),
+                        "er": meta.get("ER", 1.0),
+                        "supertrend": meta.get("ST", stop),
+                        "timestamp": when,
+                        "reason": first.head or "EXIT",
+                    },
+                )
+                if signal is None:
+                    self.count["exit_error_rows"] += len(rows)
+                    continue
+                self.count["exits"] += 1
+                self.count["collapsed_exit_rows"] += len(rows) - 1
+                self._add(signal, first, exit_first=0)
+
+    def _validate(self, first: _Row, payload: dict[str, Any]) -> Signal | None:
+        result = validate(payload, self.config)
+        if isinstance(result, Signal):
+            return result
+        self.errors.extend(_field_errors(self.source, first.line, result))
+        return None
+
+    def _error(self, row: _Row, code: str, message: str, field: str) -> None:
+        self.errors.append(InputError(self.source, row.line, code, message, field))
+
+    def _add(self, signal: Signal, first: _Row, exit_first: int) -> None:
+        # Within a file: by time, exits before entries at one time, then Trade # (11.2).
+        key = (instant_us(signal.timestamp), exit_first, first.trade_order)
+        self.events.append(_Event(key, SourcedSignal(signal, self.source, first.line)))
+
+    def result(self) -> ParsedInput:
+        """The signals in replay order, errors and warnings by line, and the row account."""
+        self.events.sort(key=lambda e: e.sort_key)
+        self.errors.sort(key=lambda e: e.line)
+        self.warnings.sort(key=lambda e: e.line)
+        c = self.count
+        account = CsvAccount(
+            rows=c["rows"],
+            entry_rows=len(self.entry_rows),
+            exit_rows=len(self.exit_rows),
+            open_exits=c["open_exits"],
+            short_rows=c["short_rows"],
+            other_rows=c["other_rows"],
+            entries=c["entries"],
+            exits=c["exits"],
+            collapsed_entry_rows=c["collapsed_entry_rows"],
+            collapsed_exit_rows=c["collapsed_exit_rows"],
+            entry_error_rows=c["entry_error_rows"],
+            exit_error_rows=c["exit_error_rows"],
+            exits_after_entry_error=c["exits_after_entry_error"],
+        )
+        return ParsedInput(
+            tuple(e.signal for e in self.events),
+            tuple(self.errors),
+            tuple(self.warnings),
+            {self.source: account},
+        )
 
 
 def _rows(reader: Any, source: str) -> Iterator[list[str]]:
