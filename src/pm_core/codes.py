@@ -42,6 +42,8 @@ _CODES: dict[str, tuple[str, str]] = {
     "order_failed": ("failed", "Broker order failed: {detail}"),
     "broker_mode_mismatch": ("failed", "Broker mode {mode}, expected {expected}"),
     "abandoned_after_crash": ("failed", "Abandoned after a crash ({age:.0f}s old)"),
+    # Not in domain 6.4: an entry whose contract cannot be named (year past 2099, strike 0).
+    "no_contract": ("rejected", "No tradable contract for {instrument}: {detail}"),
     # str.format cannot slice, so render() supplies the 12-character prefix as fingerprint12.
     "duplicate_fingerprint": ("duplicate", "Signal already processed ({fingerprint12})"),
     "duplicate_near_window": (

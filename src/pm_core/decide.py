@@ -281,7 +281,18 @@ def _decide_base(
             [Code("base_already_open", {"instrument": instrument.id, "key": anchor.key})],
             "entries_rejected",
         )
-    contract = entry_contract(instrument, signal.timestamp, config)
+    try:
+        contract = entry_contract(instrument, signal.timestamp, config)
+        symbols = _contract_symbols(instrument, contract.expiry, signal.price, market)
+    except ValueError as exc:
+        # A contract the symbol format cannot name (e.g. expiring after 2099): refuse, never
+        # crash; nothing is reserved.
+        return _refuse(
+            draft,
+            "rejected",
+            [Code("no_contract", {"instrument": instrument.id, "detail": str(exc)})],
+            "entries_rejected",
+        )
     pv = contract.point_value
     stop, fallback = effective_stop(signal.price, signal.stop, signal.atr, instrument)
     _stop_warning(draft, signal, stop, fallback)
@@ -328,7 +339,7 @@ def _decide_base(
         limiter=sizing.limiter,
         contract_month=contract.month,
         expiry=contract.expiry,
-        market=market,
+        symbols=symbols,
         fingerprint=received.fingerprint,
         anchor_id=None,
     )
@@ -430,6 +441,10 @@ def _decide_pyramid(
     )
     if report.codes:
         return _blocked(draft, list(report.codes), sizing, "pyramids_blocked")
+    symbols: tuple[float | None, str | None, str | None, str | None] = (None, None, None, None)
+    if anchor.expiry is not None:
+        # The anchor's contract is tradable (it holds it); only the strike is new (ATM now).
+        symbols = _contract_symbols(instrument, anchor.expiry, signal.price, market)
     position = _new_position(
         draft,
         signal,
@@ -442,7 +457,7 @@ def _decide_pyramid(
         limiter=None,
         contract_month=anchor.contract_month,
         expiry=anchor.expiry,
-        market=market,
+        symbols=symbols,
         fingerprint=received.fingerprint,
         anchor_id=anchor.id,
     )
@@ -462,22 +477,13 @@ def _new_position(
     limiter: str | None,
     contract_month: str | None,
     expiry: dt.date | None,
-    market: MarketContext,
+    symbols: tuple[float | None, str | None, str | None, str | None],
     fingerprint: str,
     anchor_id: int | None,
 ) -> Position:
     placeholder = -(len(draft.created) + 1)
     price = signal.price
-    strike: float | None = None
-    ce = pe = fut = None
-    if expiry is not None:
-        if instrument.kind == "synthetic_future":
-            interval = instrument.strike_interval or 1.0
-            strike = select_strike(_reference_price(instrument, expiry, market, price), interval)
-            ce = option_symbol(instrument.symbol_root, expiry, strike, "CE")
-            pe = option_symbol(instrument.symbol_root, expiry, strike, "PE")
-        else:
-            fut = futures_symbol(instrument.symbol_root, expiry)
+    strike, ce, pe, fut = symbols
     position = Position(
         id=placeholder,
         instrument=instrument.id,
@@ -511,6 +517,25 @@ def _new_position(
         _leg_intents(position, instrument, lots, "open", price, fingerprint, len(draft.intents))
     )
     return position
+
+
+def _contract_symbols(
+    instrument: InstrumentConfig, expiry: dt.date, price: float, market: MarketContext
+) -> tuple[float | None, str | None, str | None, str | None]:
+    """(strike, CE, PE, future) symbols of a new position; ValueError if they cannot exist."""
+    if instrument.kind == "synthetic_future":
+        interval = instrument.strike_interval or 1.0
+        # Strikes are positive: below half an interval the lowest listed strike is nearest.
+        strike = max(
+            interval, select_strike(_reference_price(instrument, expiry, market, price), interval)
+        )
+        return (
+            strike,
+            option_symbol(instrument.symbol_root, expiry, strike, "CE"),
+            option_symbol(instrument.symbol_root, expiry, strike, "PE"),
+            None,
+        )
+    return None, None, None, futures_symbol(instrument.symbol_root, expiry)
 
 
 def _reference_price(

@@ -421,3 +421,30 @@ def test_strike_uses_reference_quote_when_available() -> None:
     market = MarketContext(quotes={("NFO", "BANKNIFTY30DEC25FUT"): Quote(Decimal("52300"))})
     d = decide(PortfolioSnapshot.initial(5e6), received, market, config, signal.timestamp)
     assert d.changes.create[0].strike == 52500.0
+
+
+def test_a_price_below_half_a_strike_interval_uses_the_lowest_strike() -> None:
+    fold = Fold(default_config(sizing_mode="as_signalled"))
+    r = fold.send(payload("BASE_ENTRY", "Long_1", 200.0, "2025-12-01T10:00:00", stop=150, lots=1))
+    assert r.decision.outcome == "executed"
+    position = fold.position("BANK_NIFTY", "Long_1")
+    assert position is not None and position.strike == 500.0
+    assert position.ce_symbol == "BANKNIFTY30DEC25500CE"
+
+
+def test_an_entry_whose_contract_cannot_be_named_is_rejected_not_crashed() -> None:
+    fold = Fold(default_config())
+    r = fold.send(
+        payload(
+            "BASE_ENTRY",
+            "Long_1",
+            78000,
+            "2099-12-20T10:00:00",
+            instrument="GOLD_MINI",
+            stop=77500,
+            atr=400,
+        )
+    )
+    assert r.decision.outcome == "rejected"
+    assert [c.code for c in r.decision.codes] == ["no_contract"]
+    assert fold.snapshot.positions == ()
