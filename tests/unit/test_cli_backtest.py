@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -196,3 +198,27 @@ def test_slippage_ticks_cost_money_when_pnl_uses_fills(tmp_path: Path) -> None:
         totals.append(json.loads(raw)["total_pnl"])
     assert totals[0] == 171_000.0  # fills at the signal price: the signal-price result
     assert totals[1] < totals[0]
+
+
+def test_json_is_identical_across_processes_and_hash_seeds() -> None:
+    outputs = []
+    for seed in ("1", "2"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from pm_cli.main import cli; cli()",
+                "backtest",
+                "--json",
+                str(EXAMPLES),
+                GOLD,
+                "--sizing",
+                "as-signalled",
+            ],
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        )
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[0])["stats"]["signals_processed"] == 753
