@@ -72,13 +72,15 @@ def test_csv_input_needs_as_signalled_for_a_plain_export() -> None:
 def test_capital_and_config_file(tmp_path: Path) -> None:
     config = tmp_path / "pm.toml"
     config.write_text(
-        "[pm]\nport = 8080\n\n[portfolio]\ninitial_capital = 10000000.0\n"
+        "[pm]\nport = 8080\n\n[portfolio]\ninitial_capital = 10000000\n"
         "equity_mode = 'closed'\n\n[instruments.GOLD_MINI]\nmargin_per_lot = 120000.0\n"
     )
     code, _out, _err, raw = _invoke("backtest", "--json", "--config", str(config), str(EXAMPLES))
     assert code == 0
     doc = json.loads(raw)
     assert doc["initial_capital"] == 10_000_000.0
+    assert b'"initial_capital":10000000.0,' in raw  # an integer in TOML is still money
+    assert b'"closed_equity":10000000.0,' in raw
     assert all(p["sizing_equity"] == p["closed_equity"] for p in doc["equity_curve"])
     code, _out, _err, raw = _invoke("backtest", "--json", "--capital", "2500000", str(EXAMPLES))
     assert code == 0 and json.loads(raw)["initial_capital"] == 2_500_000.0

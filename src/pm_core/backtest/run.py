@@ -79,7 +79,8 @@ def run(
     ordered, ordered_us, errors, warnings = _ordered(signals, config)
     errors = [*errors, *input_errors]
 
-    snapshot = PortfolioSnapshot.initial(portfolio.initial_capital)
+    # TOML may give an integer capital; money is float everywhere (domain 1).
+    snapshot = PortfolioSnapshot.initial(float(portfolio.initial_capital))
     closes: list[Trade] = []
     blocked: list[BlockedRow] = []
     curve: list[EquityPoint] = []
@@ -193,7 +194,7 @@ def _result(
     warnings: tuple[InputError, ...],
 ) -> BacktestResult:
     portfolio = config.portfolio
-    initial = portfolio.initial_capital
+    initial = float(portfolio.initial_capital)
     rows: list[TradeRow] = []
     pnls: list[float] = []
     rs: list[float | None] = []
