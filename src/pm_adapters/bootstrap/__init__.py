@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from decimal import Decimal
 
 from pm_adapters.bootstrap.app import App
@@ -27,6 +28,17 @@ from pm_core.service.limits import ServiceLimits
 __all__ = ["App", "Settings", "SettingsError", "build", "instance_id_for", "load_settings"]
 
 MEMORY_URLS = ("memory://", "memory:")
+
+
+class _BrokerSink:
+    """Forwards the broker client's per-request reports to the app built after it."""
+
+    def __init__(self) -> None:
+        self.app: App | None = None
+
+    def observe(self, endpoint: str, outcome: str, seconds: float) -> None:
+        if self.app is not None:
+            self.app.broker_observed(endpoint, outcome, seconds)
 
 
 def instance_id_for(settings: Settings) -> str:
@@ -74,7 +86,12 @@ def service_limits(settings: Settings, instance_id: str) -> ServiceLimits:
     )
 
 
-def _broker(settings: Settings, clock: Clock, rate: RateBudget) -> tuple[Broker, str]:
+def _broker(
+    settings: Settings,
+    clock: Clock,
+    rate: RateBudget,
+    observe: Callable[[str, str, float], None] | None = None,
+) -> tuple[Broker, str]:
     if settings.broker == "openalgo":
         from pm_adapters.openalgo.client import OpenAlgoBroker, OpenAlgoSettings
 
@@ -91,7 +108,7 @@ def _broker(settings: Settings, clock: Clock, rate: RateBudget) -> tuple[Broker,
             read_backoff_s=settings.openalgo_read_backoff,
             max_modifications=settings.openalgo_max_modifications,
         )
-        return OpenAlgoBroker(oa, rate), "openalgo"
+        return OpenAlgoBroker(oa, rate, observe=observe), "openalgo"
     return PaperBroker(clock, cash=Decimal(str(settings.domain.portfolio.initial_capital))), "paper"
 
 
@@ -115,6 +132,7 @@ def _build_memory(
     limits: ServiceLimits,
     broker: Broker | None,
 ) -> App:
+    sink = _BrokerSink()
     coordination = MemoryCoordination(clock)
     uow = MemoryUnitOfWorkFactory(
         now=clock.now,
@@ -130,7 +148,7 @@ def _build_memory(
         sleep=clock.sleep,
     )
     chosen, broker_name = (
-        (broker, "custom") if broker is not None else _broker(settings, clock, rate)
+        (broker, "custom") if broker is not None else _broker(settings, clock, rate, sink.observe)
     )
     ports = Ports(
         clock=clock,
@@ -141,7 +159,7 @@ def _build_memory(
         broker=chosen,
         rate=rate,
     )
-    return App(
+    app = App(
         settings=settings,
         ports=ports,
         limits=limits,
@@ -151,6 +169,8 @@ def _build_memory(
         dialect="memory",
         mode=lambda: "normal",
     )
+    sink.app = app
+    return app
 
 
 def _build_sql(
@@ -165,6 +185,7 @@ def _build_sql(
     from pm_adapters.sql.connect import connect
     from pm_adapters.sql.uow import SqlUnitOfWorkFactory
 
+    sink = _BrokerSink()
     engine = connect(settings.database_url, settings.db_settings())
     if engine.dialect.name == "sqlite":
         # The embedded default migrates itself and starts with the default capital.
@@ -185,7 +206,9 @@ def _build_sql(
         engine, settings.redis_url, instance_id, clock, settings.coordination_settings()
     )
     chosen, broker_name = (
-        (broker, "custom") if broker is not None else _broker(settings, clock, coordination.rate)
+        (broker, "custom")
+        if broker is not None
+        else _broker(settings, clock, coordination.rate, sink.observe)
     )
     ports = Ports(
         clock=clock,
@@ -196,7 +219,7 @@ def _build_sql(
         broker=chosen,
         rate=coordination.rate,
     )
-    return App(
+    app = App(
         settings=settings,
         ports=ports,
         limits=limits,
@@ -209,3 +232,5 @@ def _build_sql(
         coordination=coordination,
         pid=os.getpid(),
     )
+    sink.app = app
+    return app

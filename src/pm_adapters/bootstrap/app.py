@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from pm_adapters.bootstrap.settings import Settings
-from pm_core.calendar import is_session_open
+from pm_core.calendar import instrument_for_symbol, is_session_open
 from pm_core.errors import PmError
 from pm_core.metrics import equity_view, percent_of, risk_totals
 from pm_core.model import ReceivedSignal
@@ -86,6 +86,16 @@ class App:
     def set_observer(self, observer: Observer) -> None:
         """Report service events to ``observer``."""
         self.service.set_observer(observer)
+        coordinator = getattr(self.coordination, "coordinator", None)
+        if coordinator is not None:
+            coordinator.on_mode_change(lambda old, new: observer.redis_mode_change())
+
+    def broker_observed(self, endpoint: str, outcome: str, seconds: float) -> None:
+        """The OpenAlgo client reports each HTTP attempt here (metrics)."""
+        observer = self.service.observer
+        observer.broker_request(endpoint, seconds)
+        if outcome != "ok":
+            observer.broker_error(endpoint, outcome)
 
     def submit(self, received: ReceivedSignal, request_id: str) -> Future[SignalResult]:
         """Queue a validated signal; ServiceUnavailable unless active."""
@@ -384,6 +394,24 @@ class App:
             run = reconcile(self.ports, self.config, apply_blocks=apply_blocks)
         except PmError as exc:
             return ReconciliationRun(None, error=str(exc))
+        report = run.report
+        if report is not None:
+            observer = self.service.observer
+            counts: dict[tuple[str, str], int] = {}
+            for kind, rows in (
+                ("orphaned", report.orphaned),
+                ("missing", report.missing),
+                ("mismatched", report.mismatched),
+            ):
+                for row in rows:
+                    inst = instrument_for_symbol(row.symbol, self.config, row.exchange)
+                    key = (inst.id if inst else "unknown", kind)
+                    counts[key] = counts.get(key, 0) + 1
+            for instrument in self.config.instruments:
+                for kind in ("orphaned", "missing", "mismatched"):
+                    observer.reconciliation_differences(
+                        instrument, kind, counts.get((instrument, kind), 0)
+                    )
         if run.report is not None and not run.report.clean:
             log.warning(
                 "reconciliation differences",

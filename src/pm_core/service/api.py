@@ -60,6 +60,22 @@ class Observer(Protocol):
         """Order intents in ``state`` changed by ``delta`` (this instance's view)."""
         ...
 
+    def broker_request(self, endpoint: str, seconds: float) -> None:
+        """One broker HTTP attempt took ``seconds``."""
+        ...
+
+    def broker_error(self, endpoint: str, kind: str) -> None:
+        """A broker attempt failed with ``kind`` (timeout, http_5xx, connect, ...)."""
+        ...
+
+    def redis_mode_change(self) -> None:
+        """Coordination switched between normal and database-only."""
+        ...
+
+    def reconciliation_differences(self, instrument: str, kind: str, count: int) -> None:
+        """The last reconciliation found ``count`` rows of ``kind`` on ``instrument``."""
+        ...
+
 
 class NullObserver:
     """An Observer that records nothing."""
@@ -80,4 +96,16 @@ class NullObserver:
         """Ignore."""
 
     def intent_state(self, state: str, delta: int) -> None:
+        """Ignore."""
+
+    def broker_request(self, endpoint: str, seconds: float) -> None:
+        """Ignore."""
+
+    def broker_error(self, endpoint: str, kind: str) -> None:
+        """Ignore."""
+
+    def redis_mode_change(self) -> None:
+        """Ignore."""
+
+    def reconciliation_differences(self, instrument: str, kind: str, count: int) -> None:
         """Ignore."""

@@ -44,6 +44,13 @@ class L1Cache:
             self._put(fingerprint, L1Entry(None, None))
             return True
 
+    def note_signal_id(self, fingerprint: str, signal_id: int) -> None:
+        """The in-flight fingerprint got its signal row (202 answers can name it)."""
+        with self._lock:
+            entry = self._entries.get(fingerprint)
+            if entry is not None and entry.terminal is None:
+                self._entries[fingerprint] = L1Entry(signal_id, None)
+
     def finish(
         self,
         fingerprint: str,

@@ -192,6 +192,9 @@ class SignalService:
             if entry.terminal is not None:
                 self.observer.duplicate("l1")
                 self.count("duplicates_l1")
+                self.observer.signal_finished(
+                    "duplicate", signal.instrument, signal.type, clock.monotonic() - started
+                )
                 return self._duplicate(
                     request_id,
                     "l1",
@@ -383,6 +386,7 @@ class SignalService:
                     return self._answer_l3(claim, request_id, fp)
                 assert isinstance(claim, Claimed)
                 signal_id, epoch = claim.id, claim.epoch
+                self.l1.note_signal_id(fp, signal_id)
                 u.statistics.add({"signals_received": 1})
             else:
                 signal_id, epoch = claimed
