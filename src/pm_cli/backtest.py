@@ -156,7 +156,8 @@ class _LazyProgress:
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Paper fills this many ticks against each order.",
+    help="Paper fills this many ticks against each order (P&L uses them with "
+    "pnl_price_source = 'fill').",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result document as JSON.")
 @click.option(
@@ -173,7 +174,7 @@ class _LazyProgress:
     hidden=True,
     help="Seconds before the progress bar appears.",
 )
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 def backtest_command(
     capital: float | None,
     config_path: str | None,
@@ -369,7 +370,7 @@ def _plot(result: BacktestResult, path: str) -> None:
     type=click.Choice(sorted(_SIZING)),
     help="Sizing mode the CSV entries are checked for (missing ATR is an error in tom-basso).",
 )
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
 def validate_command(config_path: str | None, sizing: str | None, files: tuple[str, ...]) -> None:
     """Check signal files and print every field error with its file and line.
 
