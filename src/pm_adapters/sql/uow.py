@@ -45,6 +45,7 @@ from pm_adapters.sql.tables import (
 from pm_adapters.sql.types import UtcDateTime
 from pm_core.errors import (
     ClaimLost,
+    DatabaseUnavailable,
     DuplicateKey,
     FencedError,
     NotInitialised,
@@ -253,6 +254,8 @@ class SqlUnitOfWork:
             conn = self.factory.engine.connect()
         except sa.exc.DBAPIError as exc:
             raise translate(exc, self.factory.url) from exc
+        except sa.exc.TimeoutError as exc:
+            raise DatabaseUnavailable(f"no database connection free in the pool: {exc}") from exc
         try:
             if self.is_pg:
                 if self.read_only:
@@ -286,6 +289,11 @@ class SqlUnitOfWork:
             return conn.execute(statement, params)
         except sa.exc.DBAPIError as exc:
             raise translate(exc, self.factory.url) from exc
+        except sa.exc.StatementError as exc:
+            # A value our column types refused (e.g. a naive datetime): the plain error.
+            if isinstance(exc.orig, ValueError | TypeError):
+                raise exc.orig from exc
+            raise
 
     def upsert(
         self,
