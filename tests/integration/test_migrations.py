@@ -80,6 +80,8 @@ def test_offline_sql_creates_every_table() -> None:
 
 def test_cli_migrate_then_init(url: str) -> None:
     runner = CliRunner()
+    # The throwaway server trusts local users, so a password is accepted and must never show.
+    url = url.replace("postgresql+psycopg://pm@", "postgresql+psycopg://pm:s3cret@")
     res = runner.invoke(init_command, ["--database-url", url, "--capital", "1000000"])
     if url.startswith("postgresql"):
         # PostgreSQL is never migrated implicitly: init refuses a database behind head.
@@ -89,8 +91,9 @@ def test_cli_migrate_then_init(url: str) -> None:
     assert res.exit_code == 0, res.output
     res = runner.invoke(init_command, ["--database-url", url, "--capital", "1000000"])
     assert res.exit_code == 0, res.output
-    assert "initialised" in res.output
+    assert "initialised" in res.output and "s3cret" not in res.output
     res = runner.invoke(init_command, ["--database-url", url, "--capital", "5"])
     assert res.exit_code == 0 and "already initialised" in res.output
     res = runner.invoke(migrate_command, ["--sql", "--database-url", url])
     assert res.exit_code == 0 and "CREATE TABLE portfolio_state" in res.output
+    assert "s3cret" not in res.output
