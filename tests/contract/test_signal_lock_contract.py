@@ -59,11 +59,11 @@ def test_expired_lock_is_free_and_a_stale_release_keeps_the_new_owner(backend: B
 
 def test_extend_pushes_the_expiry(backend: Backend) -> None:
     a, b = backend.lock("inst-a"), backend.lock("inst-b")
-    handle = a.acquire(FP, 400)
+    handle = a.acquire(FP, 1_000)
     assert handle is not None
-    backend.wait(0.25)
-    assert a.extend(handle, 1_000) is True
-    backend.wait(0.3)
+    backend.wait(0.4)
+    assert a.extend(handle, 3_000) is True
+    backend.wait(0.8)
     assert b.acquire(FP, 1_000) is None, "still held after the original TTL"
 
 

@@ -38,12 +38,12 @@ from pm_core.ports import InstanceRegistry, LeaderElection, SignalLock
 
 BACKENDS = ["memory", "redis", "postgresql", "sqlite"]
 
-LEASE_MS = 600
+LEASE_MS = 1000  # short, with room for a loaded 2-core CI machine
 STALE_S = 1.0
 TEST_SETTINGS = CoordinationSettings(
     redis_timeout_ms=250,
     leader_lease_ms=LEASE_MS,
-    leader_renew_ms=150,
+    leader_renew_ms=300,
     election_tick_ms=50,
     heartbeat_ms=200,
     db_heartbeat_s=0.2,
