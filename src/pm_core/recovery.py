@@ -153,6 +153,9 @@ def recover(
         except (ClaimLost, DatabaseUnavailable, StaleVersionError, PmError) as exc:
             log.warning("resume failed", extra={"signal_id": row.id, "error": str(exc)})
             pending.append(row.id)
+            if isinstance(exc, DatabaseUnavailable | StaleVersionError):
+                # Taken over: this live instance owns it now, so no later sweep would.
+                service.finish_later(row.fingerprint)
             continue
         status = str(answer.result.body.get("status"))
         if answer.terminal:

@@ -9,17 +9,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import sqlalchemy as sa
 
 from tests.kit.redis_server import RedisServer
 from tests.kit.serve import (
@@ -27,8 +23,11 @@ from tests.kit.serve import (
     ServeProcess,
     Sim,
     bn_payload,
+    db_rows,
     gold_payload,
+    post_at_once,
     prepare_postgres,
+    start_all,
     wait_for,
 )
 
@@ -46,12 +45,7 @@ def sim() -> Iterator[Sim]:
 
 
 def start_pair(env: Mapping[str, str], tmp_path: Path) -> list[ServeProcess]:
-    pair = [ServeProcess(env, workdir=tmp_path, name=f"inst{i}") for i in (1, 2)]
-    for proc in pair:
-        proc.start(wait=False)
-    for proc in pair:
-        proc.wait_ready()
-    return pair
+    return start_all([ServeProcess(env, workdir=tmp_path, name=f"inst{i}") for i in (1, 2)])
 
 
 def cluster_env(pg_url: str, redis_url: str, sim: Sim, **extra: str) -> dict[str, str]:
@@ -63,18 +57,6 @@ def cluster_env(pg_url: str, redis_url: str, sim: Sim, **extra: str) -> dict[str
         **sim.env(),
         **extra,
     }
-
-
-def post_both(pair: list[ServeProcess], payloads: list[dict[str, Any]]) -> list[httpx.Response]:
-    """Post payloads[i] to pair[i] at the same instant (a barrier releases both threads)."""
-    barrier = threading.Barrier(len(pair))
-
-    def one(i: int) -> httpx.Response:
-        barrier.wait()
-        return pair[i].post(payloads[i])
-
-    with ThreadPoolExecutor(len(pair)) as pool:
-        return list(pool.map(one, range(len(pair))))
 
 
 def hundred_signals() -> list[dict[str, Any]]:
@@ -93,15 +75,6 @@ def hundred_signals() -> list[dict[str, Any]]:
     return signals
 
 
-def db_rows(url: str, query: str) -> list[Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.text(query)).all())
-    finally:
-        engine.dispose()
-
-
 def test_same_signal_to_both_instances_runs_once_for_100_signals(
     pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
 ) -> None:
@@ -110,7 +83,7 @@ def test_same_signal_to_both_instances_runs_once_for_100_signals(
         signals = hundred_signals()
         answers: list[tuple[str, str]] = []
         for payload in signals:
-            first, second = post_both(pair, [payload, payload])
+            first, second = post_at_once(pair, [payload, payload])
             statuses = sorted([first.json()["status"], second.json()["status"]])
             assert all(r.status_code in (200, 202) for r in (first, second)), statuses
             # One instance processed it; the other answered from L2/L3 (or saw it in flight).
@@ -161,7 +134,7 @@ def test_two_signals_only_one_cap_allows_exactly_one_passes(
     env = cluster_env(pg_url, redis_server.url, sim, PM_CONFIG=str(config))
     pair = start_pair(env, tmp_path)
     try:
-        bn, gold = post_both(pair, [bn_payload("BASE_ENTRY"), gold_payload("BASE_ENTRY")])
+        bn, gold = post_at_once(pair, [bn_payload("BASE_ENTRY"), gold_payload("BASE_ENTRY")])
         bodies = [bn.json(), gold.json()]
         assert bn.status_code == gold.status_code == 200, bodies
         assert sorted(b["status"] for b in bodies) == ["blocked", "executed"], bodies

@@ -186,6 +186,12 @@ class ServeProcess:
         self.kill9()
         self.client.close()
 
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 @contextmanager
 def serving(env: Mapping[str, str], **kwargs: Any) -> Iterator[ServeProcess]:
@@ -480,3 +486,39 @@ def wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.05, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
         time.sleep(interval_s)
+
+
+def db_rows(url: str, query: str, **params: Any) -> list[Any]:
+    """Rows of one SQL query on ``url`` (a short-lived engine; tests inspect state with it)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(query), params).all())
+    finally:
+        engine.dispose()
+
+
+def post_at_once(procs: list[ServeProcess], payloads: list[dict[str, Any]]) -> list[httpx.Response]:
+    """Post payloads[i] to procs[i] at the same instant (a barrier releases the threads)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(len(procs))
+
+    def one(i: int) -> httpx.Response:
+        barrier.wait()
+        return procs[i].post(payloads[i])
+
+    with ThreadPoolExecutor(len(procs)) as pool:
+        return list(pool.map(one, range(len(procs))))
+
+
+def start_all(procs: list[ServeProcess], timeout_s: float = 30.0) -> list[ServeProcess]:
+    """Start every process, then wait until each is ready."""
+    for proc in procs:
+        proc.start(wait=False)
+    for proc in procs:
+        proc.wait_ready(timeout_s)
+    return procs

@@ -116,6 +116,10 @@ class SignalService:
         # their counters are buffered here and flushed by the runtime (service.md 11).
         self._stats: dict[str, float] = {}
         self._stats_lock = threading.Lock()
+        # Fingerprints whose processing the database interrupted after T1 (service.md 5).
+        self._held: set[str] = set()
+        self._held_lock = threading.Lock()
+        self._closing = threading.Event()
 
     def count(self, name: str, delta: float = 1) -> None:
         """Add to a buffered statistics counter."""
@@ -177,7 +181,68 @@ class SignalService:
 
     def shutdown(self) -> None:
         """Stop taking work; running signals finish."""
+        self._closing.set()
         self._pool.shutdown(wait=False, cancel_futures=False)
+
+    # ------------------------------------------------------------------ held signals
+
+    def finish_later(self, fingerprint: str) -> None:
+        """The database failed mid-signal: finish it here once the database is back.
+
+        Its owner is this live instance, so no takeover would ever pick it up; without this
+        it would answer 202 for ever (service.md 5: results obtained meanwhile are written on
+        return). A send whose answer was lost is resolved from the books, never re-sent.
+        """
+        with self._held_lock:
+            if fingerprint in self._held:
+                return
+            self._held.add(fingerprint)
+        thread = threading.Thread(
+            target=self._finish_held, args=(fingerprint,), name="pm-held", daemon=True
+        )
+        thread.start()
+
+    def _finish_held(self, fp: str) -> None:
+        clock = self.ports.clock
+        deadline = clock.monotonic() + self.limits.held_result_max_s
+        try:
+            while clock.monotonic() < deadline:
+                if self._closing.wait(self.limits.held_result_retry_ms / 1000):
+                    return
+                entry = self.l1.get(fp)
+                if entry is not None and entry.terminal is not None:
+                    return
+                if not self.l1.begin(fp):
+                    continue  # a delivery is working on it in this process right now
+                answer: Answer | None = None
+                try:
+                    row = self._tx(lambda u: u.signals.by_fingerprint(fp))
+                    if (
+                        row is None
+                        or row.status in TERMINAL_SIGNAL_STATES
+                        or row.status == "queued"
+                        or row.owner_instance_id != self.limits.instance_id
+                    ):
+                        return  # never committed, done, waiting its turn, or taken over
+                    answer = self.resume(
+                        row, row.claim_epoch, abandon_after_s=self.limits.max_resume_age_s
+                    )
+                    if answer.terminal:
+                        return
+                except (DatabaseUnavailable, StaleVersionError) as exc:
+                    log.info("held signal waits for the database", extra={"error": str(exc)})
+                except PmError as exc:
+                    log.warning("held signal left for recovery", extra={"error": str(exc)})
+                    return
+                finally:
+                    if answer is not None and answer.terminal:
+                        self.l1.finish(fp, answer.signal_id, answer.result, clock.now())
+                    else:
+                        self.l1.forget(fp)
+            log.error("held signal not finished in time; recovery finishes it", extra={"fp": fp})
+        finally:
+            with self._held_lock:
+                self._held.discard(fp)
 
     # ------------------------------------------------------------------ handle
 
@@ -222,6 +287,8 @@ class SignalService:
         except (DatabaseUnavailable, StaleVersionError) as exc:
             log.warning("database unavailable while processing", extra={"error": str(exc)})
             answer = None
+            # T1 may have committed even though its COMMIT failed: check again later.
+            self.finish_later(fp)
             return SignalResult(
                 503,
                 {
@@ -350,9 +417,8 @@ class SignalService:
                 SignalFence(outcome.signal_id, outcome.epoch), outcome.intents
             )
             answer = self._settle(received, outcome, group, request_id, started)
-        except ClaimLost as exc:
-            log.warning("claim lost; the new owner finishes", extra={"error": str(exc)})
-            return Answer(
+        except (ClaimLost, DatabaseUnavailable, StaleVersionError) as exc:
+            in_progress = Answer(
                 SignalResult(
                     202,
                     in_progress_body(
@@ -362,6 +428,13 @@ class SignalService:
                 outcome.signal_id,
                 False,
             )
+            if isinstance(exc, ClaimLost):
+                log.warning("claim lost; the new owner finishes", extra={"error": str(exc)})
+                return in_progress
+            # T1 committed: never 503 now (webhook.md 1.2); this instance finishes it later.
+            log.warning("database lost after T1; finishing later", extra={"error": str(exc)})
+            self.finish_later(received.fingerprint)
+            return in_progress
         self._run_queued(received.signal.instrument)
         return answer
 
@@ -611,6 +684,8 @@ class SignalService:
                 )
             except (DatabaseUnavailable, StaleVersionError, ClaimLost) as exc:
                 log.warning("queued signal left for recovery", extra={"error": str(exc)})
+                if not isinstance(exc, ClaimLost):
+                    self.finish_later(row.fingerprint)  # it is ours now: no takeover comes
                 return
             if answer.terminal:
                 self.l1.finish(row.fingerprint, row.id, answer.result, clock.now())

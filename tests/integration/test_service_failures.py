@@ -1,0 +1,360 @@
+"""Failure scenarios of service.md 15 that concern signal processing, with real processes.
+
+Each runs `pm serve` subprocesses against PostgreSQL (+ Redis) and the OpenAlgo simulator and
+then checks exactly-once from both sides: the database (one signal row per fingerprint, each
+intent sent once) and the simulator's call log (no order placed twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.kit.postgres import PgServer
+from tests.kit.redis_server import RedisServer
+from tests.kit.serve import (
+    SCENARIO_QUOTES,
+    ServeProcess,
+    Sim,
+    bn_payload,
+    db_rows,
+    gold_payload,
+    prepare_postgres,
+    start_all,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+GOLD_BASE = gold_payload("BASE_ENTRY")
+
+
+@pytest.fixture
+def sim() -> Iterator[Sim]:
+    simulator = Sim()
+    simulator.quotes(SCENARIO_QUOTES)
+    yield simulator
+    simulator.close()
+
+
+def pg_env(pg_url: str, sim: Sim, redis_url: str | None = None, **extra: str) -> dict[str, str]:
+    prepare_postgres(pg_url)
+    env = {"PM_DATABASE_URL": pg_url, **sim.env(), **extra}
+    if redis_url:
+        env["PM_REDIS_URL"] = redis_url
+        env["PM_REDIS_PREFIX"] = f"fail{uuid.uuid4().hex[:6]}:"
+    return env
+
+
+def unfinished(pg_url: str) -> list[Any]:
+    return db_rows(pg_url, "SELECT id FROM signal_log WHERE status IN ('processing', 'queued')")
+
+
+def check_once(pg_url: str, sim: Sim, signals: int) -> list[Any]:
+    """``signals`` rows, all terminal; every intent sent once; the simulator agrees."""
+    rows = db_rows(pg_url, "SELECT fingerprint, status FROM signal_log")
+    assert len(rows) == signals, rows
+    assert len({r.fingerprint for r in rows}) == signals
+    intents = db_rows(
+        pg_url, "SELECT client_order_id, broker_order_id, attempts, state FROM order_intents"
+    )
+    assert all(i.attempts == 1 for i in intents), intents
+    bound = [i.broker_order_id for i in intents if i.broker_order_id]
+    assert len(bound) == len(set(bound))
+    placed = sim.placed()
+    assert Counter(c["response_orderid"] for c in placed) == Counter(bound), (placed, intents)
+    return rows
+
+
+def placing(sim: Sim) -> bool:
+    """An order request reached the simulator (it may still be waiting out a latency rule)."""
+    return any(c["endpoint"] == "placeorder" for c in sim.state()["calls"])
+
+
+def stream(signal_count: int) -> list[dict[str, Any]]:
+    """Alternating Gold BASE_ENTRY / EXIT ALL, ten minutes apart."""
+    out = []
+    for r in range(signal_count // 2):
+        hour, minute = divmod(9 * 60 + 20 + 10 * r, 60)
+        stamp = f"2025-12-01T{hour:02d}:{minute:02d}:00"
+        exit_stamp = f"2025-12-01T{hour:02d}:{minute + 5:02d}:00"
+        out += [
+            gold_payload("BASE_ENTRY", timestamp=stamp),
+            gold_payload("EXIT", position="ALL", stop=0, timestamp=exit_stamp),
+        ]
+    return out
+
+
+def deliver(
+    pm: ServeProcess,
+    payload: dict[str, Any],
+    timeout_s: float = 30.0,
+    codes: list[int] | None = None,
+) -> dict[str, Any]:
+    """Re-deliver like a patient sender until the answer is final (200); 503/202 retry.
+
+    Every HTTP status seen is appended to ``codes`` (0 for a failed connection).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = pm.post(payload, timeout=10.0)
+        except httpx.HTTPError:
+            response = None
+        if codes is not None:
+            codes.append(response.status_code if response is not None else 0)
+        if response is not None and response.status_code == 200:
+            body: dict[str, Any] = response.json()
+            return body
+        if response is not None:
+            assert response.status_code in (202, 503), response.text
+        assert time.monotonic() < deadline, f"no final answer for {payload}:\n{pm.tail()}"
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- row 4
+
+
+def test_kill9_between_send_and_settle_resumes_with_one_order(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    env = pg_env(pg_url, sim, redis_server.url)
+    # The order is accepted at once but fills only after 2 s: the instance dies meanwhile.
+    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": {"type": "fill", "after_ms": 2000}}])
+    first = ServeProcess(env, workdir=tmp_path, name="victim").start()
+    try:
+        poster = threading.Thread(target=lambda: _swallow(lambda: first.post(GOLD_BASE)))
+        poster.start()
+        wait_for(lambda: sim.placed(), 10, what="the order reached the simulator")
+        first.kill9()
+        poster.join(timeout=30)
+    finally:
+        first.close()
+    sim.rules([])
+    assert unfinished(pg_url), "the signal must still be in flight when its owner died"
+
+    with ServeProcess(env, workdir=tmp_path, name="heir") as heir:
+        heir.start()
+        wait_for(lambda: not unfinished(pg_url), 30, what="takeover finished the signal")
+        rows = check_once(pg_url, sim, 1)
+        assert rows[0].status == "executed"
+        assert len(sim.placed()) == 1
+        positions = heir.positions()["positions"]
+        assert [(p["key"], p["lots"], p["status"]) for p in positions] == [
+            ("GOLD_MINI_Long_1", 3, "open")
+        ]
+        again = heir.post(GOLD_BASE)
+        assert again.status_code == 200
+        assert again.json()["status"] == "duplicate"
+        assert again.json()["original"]["body"]["status"] == "executed"
+    assert len(sim.placed()) == 1
+
+
+def _swallow(call: Callable[[], Any]) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server was killed under the request
+        call()
+
+
+# --------------------------------------------------------------------------- row 18
+
+
+def test_broker_timeout_after_accept_resolves_by_book_match_without_resending(
+    pg_url: str, sim: Sim, tmp_path: Path
+) -> None:
+    env = pg_env(pg_url, sim, PM_OPENALGO_ORDER_TIMEOUT_S="0.3")
+    # The first order is accepted, but its answer comes after the client gave up.
+    sim.rules(
+        [
+            {
+                "match": {"endpoint": "placeorder", "nth": 1},
+                "effect": {"type": "accept_then_timeout", "delay_ms": 1500},
+            }
+        ]
+    )
+    with ServeProcess(env, workdir=tmp_path, name="timeout") as pm:
+        pm.start()
+        response = pm.post(GOLD_BASE)
+        body = response.json()
+        if response.status_code == 202:
+            body = deliver(pm, GOLD_BASE)
+            assert body["status"] == "duplicate"
+            body = body["original"]["body"]
+        assert body["status"] == "executed", body
+        (order,) = body["orders"]
+        placed = sim.placed()
+        assert len(placed) == 1, "an unknown send must never be re-sent"
+        assert order["broker_order_id"] == placed[0]["response_orderid"]
+        assert order["state"] == "filled"
+        assert [r["applied"] for r in sim.state()["rules"]] == [1]
+    (intent,) = db_rows(pg_url, "SELECT state, attempts, broker_order_id FROM order_intents")
+    assert (intent.state, intent.attempts) == ("filled", 1)
+    check_once(pg_url, sim, 1)
+
+
+# --------------------------------------------------------------------------- rows 10-11
+
+
+def test_redis_killed_mid_stream_database_only_no_loss_no_duplicate(
+    pg_url: str,
+    redis_server_factory: Callable[[], RedisServer],
+    sim: Sim,
+    tmp_path: Path,
+) -> None:
+    redis = redis_server_factory()
+    env = pg_env(pg_url, sim, redis.url)
+    pair = start_all([ServeProcess(env, workdir=tmp_path, name=f"r{i}") for i in (1, 2)])
+    try:
+        signals = stream(24)
+        modes: set[str] = set()
+        for n, payload in enumerate(signals):
+            if n == 8:
+                redis.kill()
+            if n == 18:
+                redis.start()
+            answers = [deliver(pm, payload) for pm in pair]
+            statuses = sorted(a["status"] for a in answers)
+            assert statuses == ["duplicate", "executed"], statuses
+            if n == 14:
+                ready = wait_for(
+                    lambda: all(pm.wait_ready()["mode"] == "database-only" for pm in pair),
+                    10,
+                    what="database-only mode",
+                )
+                assert ready
+                modes.add("database-only")
+        assert modes == {"database-only"}
+        wait_for(
+            lambda: all(pm.wait_ready()["mode"] == "normal" for pm in pair),
+            15,
+            what="normal mode after Redis came back",
+        )
+        rows = check_once(pg_url, sim, 24)
+        assert Counter(r.status for r in rows) == {"executed": 24}
+        assert len(sim.placed()) == 24
+        assert all(q == 0 for q in sim.net_positions().values())
+    finally:
+        for pm in pair:
+            pm.close()
+
+
+# --------------------------------------------------------------------------- row 12
+
+
+def test_postgres_restarted_mid_stream_every_signal_answered_once(
+    pg_server: PgServer, pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    env = pg_env(pg_url, sim, redis_server.url, PM_TX_BUDGET_MS="500,3000")
+    pm = ServeProcess(env, workdir=tmp_path, name="pgrestart").start()
+    try:
+        signals = stream(16)
+        seen: Counter[int] = Counter()
+        codes: list[int] = []
+        outage = threading.Thread(target=_bounce, args=(pg_server, 3.0))
+        for n, payload in enumerate(signals):
+            if n == 5:
+                outage.start()
+            body = deliver(pm, payload, timeout_s=60, codes=codes)
+            if body["status"] == "duplicate":
+                body = body["original"]["body"]
+            assert body["status"] == "executed", body
+            seen[body["signal_id"]] += 1
+        outage.join()
+        assert 503 in codes, "the outage must have been seen by the stream"
+        assert len(seen) == 16 and set(seen.values()) == {1}
+        wait_for(lambda: not unfinished(pg_url), 30, what="no signal left in flight")
+        rows = check_once(pg_url, sim, 16)
+        assert Counter(r.status for r in rows) == {"executed": 16}
+        assert len(sim.placed()) == 16
+        assert pm.wait_ready()["checks"]["database"]["status"] == "ok"
+    finally:
+        pm.close()
+        if not pg_server.is_running():
+            pg_server.start()
+
+
+def _bounce(server: PgServer, down_s: float) -> None:
+    server.stop("fast")
+    time.sleep(down_s)
+    server.start()
+
+
+# --------------------------------------------------------------------------- row 16
+
+
+def test_owner_slower_than_lock_ttl_other_instance_hits_l3_no_second_order(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    env = pg_env(pg_url, sim, redis_server.url, PM_SIGNAL_LOCK_TTL_MS="200")
+    # Every order call takes 1.5 s: far beyond the 200 ms signal lock.
+    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": {"type": "latency_ms", "ms": 1500}}])
+    owner, other = start_all(
+        [ServeProcess(env, workdir=tmp_path, name=n) for n in ("owner", "other")]
+    )
+    try:
+        payload = bn_payload("BASE_ENTRY")
+        results: list[httpx.Response] = []
+        poster = threading.Thread(target=lambda: results.append(owner.post(payload)))
+        poster.start()
+        wait_for(lambda: placing(sim), 10, what="the owner is at the broker")
+        time.sleep(0.4)  # the owner's lock has expired; it is still waiting on the broker
+        late = other.post(payload)
+        assert late.status_code == 202, late.text
+        assert late.json()["status"] == "in_progress"
+        poster.join(timeout=30)
+        assert results
+        first = results[0].json()
+        if results[0].status_code == 202:
+            wait_for(lambda: not unfinished(pg_url), 30, what="the owner finished")
+        else:
+            assert first["status"] == "executed", first
+        replay = other.post(payload)
+        assert replay.status_code == 200
+        assert replay.json()["status"] == "duplicate"
+        assert replay.json()["original"]["body"]["status"] == "executed"
+        rows = check_once(pg_url, sim, 1)
+        assert rows[0].status == "executed"
+        assert len(sim.placed()) == 2, "one order per leg"
+    finally:
+        owner.close()
+        other.close()
+
+
+def test_postgres_down_while_order_at_broker_signal_still_finishes_once(
+    pg_server: PgServer, pg_url: str, sim: Sim, tmp_path: Path
+) -> None:
+    """The broker answers while the database is down: the result is not lost (row 12)."""
+    env = pg_env(pg_url, sim, PM_HELD_RESULT_RETRY_MS="200")
+    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": {"type": "latency_ms", "ms": 1500}}])
+    pm = ServeProcess(env, workdir=tmp_path, name="held").start()
+    try:
+        first: list[httpx.Response] = []
+        poster = threading.Thread(target=lambda: first.append(pm.post(GOLD_BASE)))
+        poster.start()
+        wait_for(lambda: placing(sim), 10, what="the order is at the broker")
+        pg_server.stop("fast")
+        try:
+            poster.join(timeout=30)
+            time.sleep(1.5)  # the broker answered; every write since failed
+        finally:
+            pg_server.start()
+        assert first and first[0].status_code in (202, 503), first[0].text
+        body = deliver(pm, GOLD_BASE, timeout_s=30)
+        assert body["status"] == "duplicate", body
+        assert body["original"]["body"]["status"] == "executed", body
+        wait_for(lambda: not unfinished(pg_url), 10, what="no signal left in flight")
+        rows = check_once(pg_url, sim, 1)
+        assert rows[0].status == "executed"
+        assert len(sim.placed()) == 1
+    finally:
+        pm.close()
+        if not pg_server.is_running():
+            pg_server.start()
