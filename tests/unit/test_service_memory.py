@@ -1,0 +1,382 @@
+"""SignalService in process over the memory adapters and the paper broker (service.md 2).
+
+Fast checks of the pipeline's behaviour: the duplicate layers (L1, L2, L3, near), the
+per-instrument barrier (an EXIT arriving while its entry is in flight is queued, then
+executed), stale_in_queue, exit retries, the unwind of a filled leg when its partner is
+rejected, and the webhook.md shapes of every answer (rendered as the HTTP host renders them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import attrs
+import pytest
+
+from pm_adapters.bootstrap import App, build, load_settings
+from pm_adapters.paper import PaperBroker
+from pm_core.errors import DatabaseUnavailable
+from pm_core.model import ReceivedSignal, Signal
+from pm_core.ports import (
+    Ok,
+    OrderRequest,
+    StoredIntent,
+    StoredSignal,
+    SubmitResult,
+    TxKind,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from pm_core.service.api import SignalResult
+from pm_core.service.pipeline import SignalService
+from pm_core.signal import fingerprint, validate
+from pm_http.app import json_response
+from tests.kit.openapi import assert_response_matches
+from tests.kit.serve import bn_payload, bn_trade, gold_payload, gold_trade
+
+FAST = {
+    "PM_DATABASE_URL": "memory://",
+    "PM_FILL_POLL_MS": "1,5",
+    "PM_FILL_TIMEOUT_S": "1",
+    "PM_LOCK_WAIT_MS": "50",
+    "PM_LOCK_POLL_MS": "5",
+    "PM_NOT_FOUND_AFTER_S": "0.2",
+    "PM_LOOKUP_SPACING_S": "0.05",
+    "PM_MARKET_DATA_TIMEOUT_MS": "200",
+    "PM_SWEEP_INTERVAL_S": "60",
+}
+
+
+class GatedPaper(PaperBroker):
+    """A paper broker whose order calls can be held at a gate (an order still in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()
+        self.placed: list[OrderRequest] = []
+
+    def place(self, order: OrderRequest) -> SubmitResult:
+        self.placed.append(order)
+        if not self.gate.is_set():
+            self.waiting.set()
+            self.gate.wait(10)
+        return super().place(order)
+
+
+@pytest.fixture
+def broker() -> GatedPaper:
+    return GatedPaper()
+
+
+@pytest.fixture
+def app(broker: GatedPaper) -> Iterator[App]:
+    built = build(load_settings(FAST), broker=broker)
+    built.start()
+    yield built
+    broker.gate.set()
+    built.close()
+
+
+def received(
+    app: App, payload: Mapping[str, Any], received_at: dt.datetime | None = None
+) -> ReceivedSignal:
+    checked = validate(dict(payload), app.config)
+    assert isinstance(checked, Signal), checked
+    return ReceivedSignal(checked, fingerprint(checked), received_at or dt.datetime.now(dt.UTC))
+
+
+def rendered(result: SignalResult, rid: str = "req-1") -> dict[str, Any]:
+    """The body exactly as the HTTP host sends it, checked against the OpenAPI document."""
+    response = json_response(rid, result.http_status, result.body)
+    body: dict[str, Any] = json.loads(bytes(response.body))
+    assert_response_matches("/webhook", "POST", result.http_status, body)
+    return body
+
+
+def send(
+    service: SignalService | App, payload: Mapping[str, Any], app: App | None = None
+) -> dict[str, Any]:
+    target = app if isinstance(service, SignalService) else service
+    assert isinstance(target, App)
+    result = service.handle(received(target, payload), "req-1")
+    body = rendered(result)
+    body["_http"] = result.http_status
+    return body
+
+
+def row(app: App, payload: Mapping[str, Any]) -> StoredSignal:
+    fp = received(app, payload).fingerprint
+    with app.ports.uow.begin("signal", read_only=True) as unit:
+        found = unit.signals.by_fingerprint(fp)
+    assert found is not None
+    return found
+
+
+def intents(app: App, signal_id: int) -> list[StoredIntent]:
+    with app.ports.uow.begin("signal", read_only=True) as unit:
+        return list(unit.intents.for_signal(signal_id))
+
+
+def second_service(app: App) -> SignalService:
+    """Another instance's pipeline on the same store and coordination (its own L1)."""
+    return SignalService(app.ports, app.config, app.limits)
+
+
+# --------------------------------------------------------------------------- full trades
+
+
+@pytest.mark.parametrize("trade", [bn_trade, gold_trade], ids=["bank_nifty", "gold_mini"])
+def test_full_trade_executes_every_step_with_webhook_shapes(app: App, trade: Any) -> None:
+    for payload, expected in trade():
+        body = send(app, payload)
+        assert body["_http"] == 200
+        assert body["status"] == "executed", body
+        assert [(p["key"], p["lots"]) for p in body["decision"]["positions"]] == expected[
+            "positions"
+        ]
+        assert len(body["orders"]) == expected["legs"]
+        assert {o["state"] for o in body["orders"]} == {"filled"}
+    assert app.status()["portfolio"]["open_positions"] == 0
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def test_duplicate_layers_l1_l3_l2_and_near(app: App) -> None:
+    base = gold_payload("BASE_ENTRY")
+    first = send(app, base)
+    assert first["status"] == "executed"
+
+    l1 = send(app, base)
+    assert (l1["status"], l1["duplicate_layer"]) == ("duplicate", "l1")
+    assert l1["reason_codes"] == ["duplicate_fingerprint"]
+    assert l1["original"]["body"]["orders"] == first["orders"]
+
+    other = second_service(app)
+    l3 = send(other, base, app)
+    assert (l3["status"], l3["duplicate_layer"]) == ("duplicate", "l3")
+    assert l3["signal_id"] == first["signal_id"]
+    assert l3["original"]["http_status"] == 200
+    assert l3["original"]["body"]["decision"] == first["decision"]
+
+    # Another instance holds the signal lock: the third instance answers from the stored row.
+    fp = received(app, base).fingerprint
+    handle = app.ports.lock.acquire(fp, 10_000)
+    assert handle is not None
+    try:
+        l2 = send(second_service(app), base, app)
+    finally:
+        app.ports.lock.release(handle)
+    assert (l2["status"], l2["duplicate_layer"]) == ("duplicate", "l2")
+
+    near = send(app, gold_payload("BASE_ENTRY", timestamp="2025-12-01T10:00:30"))
+    assert (near["status"], near["duplicate_layer"]) == ("duplicate", "near")
+    assert near["reason_codes"] == ["duplicate_near_window"]
+    assert near["original"]["body"]["signal_id"] == first["signal_id"]
+    assert near["signal_id"] != first["signal_id"]
+    assert len(app.ports.broker.placed) == 1  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- barrier
+
+
+def test_exit_arriving_while_its_entry_is_in_flight_is_queued_then_executed(
+    app: App, broker: GatedPaper
+) -> None:
+    entry = gold_payload("BASE_ENTRY")
+    exit_all = gold_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T10:01:00")
+    broker.gate.clear()
+    future = app.submit(received(app, entry), "entry")
+    assert broker.waiting.wait(5), "the entry's order never reached the broker"
+
+    queued = send(app, exit_all)
+    assert queued["_http"] == 202
+    assert (queued["status"], queued["state"]) == ("in_progress", "queued")
+    assert row(app, exit_all).status == "queued"
+    assert app.status()["queued_signals"] == [queued["signal_id"]]
+
+    broker.gate.set()
+    assert rendered(future.result(10))["status"] == "executed"
+    done = row(app, exit_all)
+    assert done.status == "executed", done.outcome
+    assert done.outcome is not None and "position_not_open" not in json.dumps(done.outcome)
+    replay = send(app, exit_all)
+    assert replay["status"] == "duplicate"
+    assert replay["original"]["body"]["status"] == "executed"
+    assert [(p["key"], p["lots"]) for p in replay["original"]["body"]["decision"]["positions"]] == [
+        ("GOLD_MINI_Long_1", 3)
+    ]
+    assert app.status()["portfolio"]["open_positions"] == 0
+
+
+def test_entry_queued_longer_than_max_queue_age_is_rejected_stale_in_queue(
+    app: App, broker: GatedPaper
+) -> None:
+    broker.gate.clear()
+    future = app.submit(received(app, gold_payload("BASE_ENTRY")), "first")
+    assert broker.waiting.wait(5)
+    pyramid = gold_payload(
+        "PYRAMID", position="Long_2", price=79100, stop=78900, timestamp="2025-12-01T11:00:00"
+    )
+    # Received two minutes ago (max queue age 60 s): it will be stale when dequeued.
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=120)
+    result = app.handle(received(app, pyramid, old), "late")
+    assert result.http_status == 202
+    assert rendered(result)["state"] == "queued"
+    broker.gate.set()
+    future.result(10)
+    stale = row(app, pyramid)
+    assert stale.status == "rejected"
+    assert stale.outcome is not None
+    assert [c["code"] for c in stale.outcome["codes"]] == ["stale_in_queue"]
+    assert not intents(app, stale.id)
+    assert len(broker.placed) == 1
+
+
+# --------------------------------------------------------------------------- broker failures
+
+
+def test_rejected_exit_leg_is_retried_with_a_new_attempt(app: App, broker: GatedPaper) -> None:
+    assert send(app, gold_payload("BASE_ENTRY"))["status"] == "executed"
+    broker.reject_next("GOLDM05JAN26FUT", "RMS: circuit limit")
+    body = send(app, gold_payload("EXIT", stop=0, timestamp="2025-12-01T12:00:00"))
+    assert body["status"] == "executed", body
+    stored = intents(app, body["signal_id"])
+    assert [(s.intent.attempt, s.state) for s in stored] == [(1, "rejected"), (2, "filled")]
+    assert "RMS: circuit limit" in (stored[0].last_error or "")
+    assert app.status()["portfolio"]["open_positions"] == 0
+
+
+def test_exit_leg_rejected_every_attempt_stays_open_and_fails(app: App, broker: GatedPaper) -> None:
+    assert send(app, gold_payload("BASE_ENTRY"))["status"] == "executed"
+    for _ in range(3):
+        broker.reject_next("GOLDM05JAN26FUT", "RMS: circuit limit")
+    body = send(app, gold_payload("EXIT", stop=0, timestamp="2025-12-01T12:00:00"))
+    assert body["status"] == "failed", body
+    assert body["reason_codes"] == ["order_failed"]
+    assert [s.state for s in intents(app, body["signal_id"])] == ["rejected"] * 3
+    positions = app.positions("open", 10)["positions"]
+    assert [(p["key"], p["lots"]) for p in positions] == [("GOLD_MINI_Long_1", 3)]
+
+
+def test_second_leg_rejected_unwinds_the_filled_first_leg(app: App, broker: GatedPaper) -> None:
+    pe = "BANKNIFTY30DEC2552000PE"
+    broker.reject_next(pe, "RMS: margin shortfall")
+    body = send(app, bn_payload("BASE_ENTRY"))
+    assert body["status"] == "failed", body
+    assert body["reason_codes"] == ["order_failed"]
+    assert "margin shortfall" in body["message"]
+    stored = intents(app, body["signal_id"])
+    legs = [(s.intent.leg, s.intent.action, s.intent.origin, s.state) for s in stored]
+    assert sorted(legs) == [
+        ("CE", "BUY", "signal", "filled"),
+        ("CE", "SELL", "unwind", "filled"),
+        ("PE", "SELL", "signal", "rejected"),
+    ]
+    # Nothing is held: no position in the portfolio, flat at the broker.
+    assert app.status()["portfolio"]["open_positions"] == 0
+    nets = broker.positions()
+    assert isinstance(nets, Ok)
+    assert all(p.quantity == 0 for p in nets.value), nets.value
+    trades = broker.trade_book()
+    assert isinstance(trades, Ok)
+    assert sorted((t.symbol, t.action, t.quantity) for t in trades.value) == [
+        ("BANKNIFTY30DEC2552000CE", "BUY", 210),
+        ("BANKNIFTY30DEC2552000CE", "SELL", 210),
+    ]
+    assert app.status()["portfolio"]["closed_equity"] == pytest.approx(5_000_000.0)
+
+
+# --------------------------------------------------------------------------- database loss
+
+
+class OutageUow:
+    """The memory store behind a switch: while ``down``, every unit of work fails."""
+
+    def __init__(self, inner: UnitOfWorkFactory) -> None:
+        self.inner = inner
+        self.down = threading.Event()
+
+    def begin(self, kind: TxKind = "signal", *, read_only: bool = False) -> UnitOfWork:
+        if self.down.is_set():
+            raise DatabaseUnavailable("database down (test outage)")
+        return self.inner.begin(kind, read_only=read_only)
+
+
+class OutageAtPlace(PaperBroker):
+    """Takes the database down while an order is at the broker, for ``outage_s``."""
+
+    def __init__(self, store: OutageUow, outage_s: float) -> None:
+        super().__init__()
+        self.store = store
+        self.outage_s = outage_s
+        self.placed = 0
+
+    def place(self, order: OrderRequest) -> SubmitResult:
+        self.placed += 1
+        if self.placed == 1:
+            self.store.down.set()
+            threading.Timer(self.outage_s, self.store.down.clear).start()
+        return super().place(order)
+
+
+def test_database_lost_after_t1_answers_202_and_the_signal_still_finishes(app: App) -> None:
+    store = OutageUow(app.ports.uow)
+    broker = OutageAtPlace(store, 0.3)
+    ports = attrs.evolve(app.ports, uow=store, broker=broker)
+    limits = attrs.evolve(app.limits, held_result_retry_ms=20, tx_attempts=2)
+    service = SignalService(ports, app.config, limits)
+    try:
+        base = gold_payload("BASE_ENTRY")
+        result = service.handle(received(app, base), "req-1")
+        # T1 committed before the outage: never 503 now, and never stuck at 202.
+        assert result.http_status == 202
+        assert rendered(result)["status"] == "in_progress"
+        done = wait_until(lambda: row(app, base).status == "executed", 5)
+        assert done, row(app, base)
+        assert broker.placed == 1
+        replay = send(service, base, app)
+        assert replay["status"] == "duplicate"
+        assert replay["original"]["body"]["status"] == "executed"
+        assert [(p["key"], p["lots"]) for p in app.positions("open", 10)["positions"]] == [
+            ("GOLD_MINI_Long_1", 3)
+        ]
+    finally:
+        service.shutdown()
+
+
+def test_database_down_before_t1_answers_503_and_stores_nothing(app: App) -> None:
+    store = OutageUow(app.ports.uow)
+    ports = attrs.evolve(app.ports, uow=store)
+    limits = attrs.evolve(app.limits, held_result_retry_ms=20, tx_attempts=2)
+    service = SignalService(ports, app.config, limits)
+    try:
+        store.down.set()
+        base = gold_payload("BASE_ENTRY")
+        result = service.handle(received(app, base), "req-1")
+        assert result.http_status == 503
+        assert rendered(result)["reason"] == "database_unavailable"
+        store.down.clear()
+        time.sleep(0.1)  # the finisher looks, finds no row, and stops
+        fp = received(app, base).fingerprint
+        with app.ports.uow.begin("signal", read_only=True) as unit:
+            assert unit.signals.by_fingerprint(fp) is None
+        assert send(service, base, app)["status"] == "executed"
+    finally:
+        service.shutdown()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
