@@ -121,20 +121,37 @@ def deliver(
         time.sleep(0.2)
 
 
-# --------------------------------------------------------------------------- row 4
+# --------------------------------------------------------------------------- rows 3-5
+
+KILL_CASES = {
+    # Accepted at once, filled only after 2 s: killed after acceptance, before fills (row 4).
+    "gold-accepted": (GOLD_BASE, {"type": "fill", "after_ms": 2000}, [("GOLD_MINI_Long_1", 3)]),
+    # Killed while the order request is still on the wire: the heir finds it in the book
+    # by its parameters (row 3).
+    "gold-on-the-wire": (GOLD_BASE, {"type": "latency_ms", "ms": 1500}, [("GOLD_MINI_Long_1", 3)]),
+    # Killed after the first Bank Nifty leg was accepted: the heir completes the group (row 5).
+    "bank-nifty-between-legs": (
+        bn_payload("BASE_ENTRY"),
+        {"type": "fill", "after_ms": 2000},
+        [("BANK_NIFTY_Long_1", 7)],
+    ),
+}
 
 
-def test_kill9_between_send_and_settle_resumes_with_one_order(
-    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+@pytest.mark.parametrize("case", list(KILL_CASES))
+def test_kill9_between_send_and_settle_resumes_with_one_order_per_leg(
+    case: str, pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
 ) -> None:
-    env = pg_env(pg_url, sim, redis_server.url)
-    # The order is accepted at once but fills only after 2 s: the instance dies meanwhile.
-    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": {"type": "fill", "after_ms": 2000}}])
+    payload, effect, expected = KILL_CASES[case]
+    env = pg_env(pg_url, sim, redis_server.url, PM_NOT_FOUND_AFTER_S="8")
+    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": effect}])
     first = ServeProcess(env, workdir=tmp_path, name="victim").start()
     try:
-        poster = threading.Thread(target=lambda: _swallow(lambda: first.post(GOLD_BASE)))
+        poster = threading.Thread(target=lambda: _swallow(lambda: first.post(payload)))
         poster.start()
-        wait_for(lambda: sim.placed(), 10, what="the order reached the simulator")
+        wait_for(lambda: placing(sim), 10, what="the order reached the simulator")
+        if effect["type"] == "fill":
+            wait_for(lambda: sim.placed(), 10, what="the order was accepted")
         first.kill9()
         poster.join(timeout=30)
     finally:
@@ -147,16 +164,19 @@ def test_kill9_between_send_and_settle_resumes_with_one_order(
         wait_for(lambda: not unfinished(pg_url), 30, what="takeover finished the signal")
         rows = check_once(pg_url, sim, 1)
         assert rows[0].status == "executed"
-        assert len(sim.placed()) == 1
+        legs = len(db_rows(pg_url, "SELECT id FROM order_intents"))
+        assert legs == (2 if payload["instrument"] == "BANK_NIFTY" else 1)
+        assert len(sim.placed()) == legs, "one order per leg"
         positions = heir.positions()["positions"]
-        assert [(p["key"], p["lots"], p["status"]) for p in positions] == [
-            ("GOLD_MINI_Long_1", 3, "open")
-        ]
-        again = heir.post(GOLD_BASE)
+        assert [(p["key"], p["lots"]) for p in positions] == expected
+        assert {p["status"] for p in positions} == {"open"}
+        again = heir.post(payload)
         assert again.status_code == 200
         assert again.json()["status"] == "duplicate"
         assert again.json()["original"]["body"]["status"] == "executed"
-    assert len(sim.placed()) == 1
+    assert len(sim.placed()) == legs
+    nets = sim.net_positions()
+    assert sorted(abs(q) for q in nets.values()) == sorted([210, 210] if legs == 2 else [3]), nets
 
 
 def _swallow(call: Callable[[], Any]) -> None:
