@@ -23,7 +23,9 @@ answered signals are resent to the other instance and must come back ``duplicate
   ``--duration-s`` seconds across both instances -> completed signals per minute.
 
 A 202 ``in_progress`` is re-sent (same payload, same instance) every 50 ms until it is 200;
-``errors`` counts non-2xx answers, transport errors and 202s that never complete (30 s).
+``errors`` counts non-2xx answers, transport errors, 202s that never complete (30 s) and 202s
+whose signal was decided afresh by a re-send (nothing durable was left by the first delivery:
+TradingView sends once, so that signal would have been lost).
 ``duplicate_executions`` is read afterwards from the simulator (a client order id placed twice,
 an order no intent is bound to) and from signal_log (a fingerprint with more than one executed
 decision). ``--profile`` adds a phase where py-spy samples both instances (CPU of one,
@@ -471,6 +473,10 @@ class Driver:
         if status == "duplicate":  # the answer to a re-poll: the original's stored outcome
             original = answer.get("original") or {}
             status = (original.get("body") or {}).get("status", "duplicate")
+        elif delivery.polls:
+            # Decided afresh by a re-poll: the first delivery, answered 202, had left nothing
+            # durable. TradingView sends once, so without our re-sending it would be lost.
+            self.errors["202 then lost (decided only by a re-send)"] += 1
         delivery.outcome = str(status)
         delivery.completed_at = time.perf_counter()
         self.outcomes[delivery.outcome] += 1
