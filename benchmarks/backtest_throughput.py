@@ -21,8 +21,10 @@ import datetime as dt
 import io
 import json
 import math
+import os
 import pstats
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -174,6 +176,11 @@ def generate(count: int, seed: int) -> list[str]:
     return lines[:count]
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _pm_command() -> list[str]:
     pm = shutil.which("pm")
     if pm is not None:
@@ -204,9 +211,11 @@ def main() -> None:
 
         command = [*_pm_command(), "backtest", "--json", "--capital", str(args.capital), str(path)]
         with out_path.open("wb") as out:
+            cpu_before = _children_cpu()
             started = time.perf_counter()
             done = subprocess.run(command, stdout=out, stderr=subprocess.PIPE)
             end_to_end_s = time.perf_counter() - started
+            end_to_end_cpu = _children_cpu() - cpu_before
         if done.returncode != 0:
             sys.stderr.write(done.stderr.decode("utf-8", "replace"))
             raise SystemExit(f"pm backtest exited {done.returncode}")
@@ -219,11 +228,14 @@ def main() -> None:
         parse_s = time.perf_counter() - started
 
     core_runs: list[float] = []
+    core_cpu: list[float] = []
     result = None
     for _ in range(max(1, args.repeat)):
+        cpu_started = time.process_time()
         started = time.perf_counter()
         result = run(parsed, config, capital=args.capital)
         core_runs.append(time.perf_counter() - started)
+        core_cpu.append(time.process_time() - cpu_started)
     assert result is not None
     core_s = min(core_runs)
     started = time.perf_counter()
@@ -244,10 +256,17 @@ def main() -> None:
         f"trades: {stats.trades:,} closes, win rate {stats.win_rate_pct or 0:.1f} %, "
         f"final equity {stats.final_equity:,.0f}"
     )
-    print(f"end to end (pm backtest --json): {end_to_end_s:.2f} s, output {output_mb:.1f} MB")
+    print(
+        f"end to end (pm backtest --json): {end_to_end_s:.2f} s wall, {end_to_end_cpu:.2f} s CPU,"
+        f" output {output_mb:.1f} MB"
+    )
     print(f"parse + validate in process: {parse_s:.2f} s")
-    print(f"core fold (run), best of {len(core_runs)}: {core_s:.2f} s "
-          f"(runs: {', '.join(f'{s:.2f}' for s in core_runs)})")  # fmt: skip
+    runs = ", ".join(f"{s:.2f}" for s in core_runs)
+    print(
+        f"core fold (run), best of {len(core_runs)}: {core_s:.2f} s wall, "
+        f"{min(core_cpu):.2f} s CPU (runs: {runs})"
+    )
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"document to JSON: {document_s:.2f} s")
 
     if args.profile:
@@ -264,6 +283,8 @@ def main() -> None:
         "executed": executed,
         "seconds_end_to_end": round(end_to_end_s, 3),
         "seconds_core": round(core_s, 3),
+        "cpu_signals_per_s_end_to_end": round(len(lines) / end_to_end_cpu),
+        "cpu_signals_per_s_core": round(len(parsed.signals) / min(core_cpu)),
         "signals_per_s_end_to_end": round(len(lines) / end_to_end_s),
         "signals_per_s_core": round(len(parsed.signals) / core_s),
     }
