@@ -397,8 +397,12 @@ class Driver:
         self.idle = list(streams)
         self.idle_event = asyncio.Event()
         self.idle_event.set()
+        # Idle connections are dropped well before uvicorn's 5 s keep-alive timeout: reusing one
+        # the server is closing at that moment fails the POST (httpx never retries a POST).
         limits = httpx.Limits(
-            max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8
+            max_connections=concurrency + 8,
+            max_keepalive_connections=concurrency + 8,
+            keepalive_expiry=2.0,
         )
         self.clients = [
             httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(30.0))
@@ -907,17 +911,21 @@ async def profile_phase(args: argparse.Namespace, stack: Stack, driver: Driver) 
     cpu_out = stack.workdir / "profile-cpu.txt"
     wall_out = stack.workdir / "profile-wall.txt"
     print(f"profile: {seconds:g} s of phase-2 load, py-spy on both instances")
-    spies = [
-        start_pyspy(stack.instance_pids[0], seconds, cpu_out, idle=False),
-        start_pyspy(stack.instance_pids[1], seconds, wall_out, idle=True),
-    ]
-    if spies[0] is None:
+    cpu_spy = start_pyspy(stack.instance_pids[0], seconds, cpu_out, idle=False)
+    if cpu_spy is None:
         return ["profile: py-spy not installed (pip install py-spy)"]
-    await asyncio.sleep(1.0)
-    await flood_phase(driver, seconds, args.concurrency)
-    for spy in spies:
-        if spy is not None:
-            await asyncio.to_thread(spy.wait, 60)
+    spies = [cpu_spy, start_pyspy(stack.instance_pids[1], seconds, wall_out, idle=True)]
+    try:
+        await asyncio.sleep(1.0)
+        await flood_phase(driver, seconds, args.concurrency)
+        for spy in spies:
+            if spy is not None:
+                await asyncio.to_thread(spy.wait, 60)
+    finally:
+        for spy in spies:
+            if spy is not None and spy.poll() is None:
+                spy.kill()
+                spy.wait(timeout=10)
     if args.keep_logs is not None:
         args.keep_logs.mkdir(parents=True, exist_ok=True)
         for path in (cpu_out, wall_out):
