@@ -656,3 +656,32 @@ def test_concurrent_writers_serialize_without_lost_updates(uows: UnitOfWorkFacto
     assert sorted(p.label for p in snap.positions) == [f"Long_{n}" for n in range(1, 5)]
     assert sum(isinstance(c, Claimed) for c in claims) == 1
     assert sum(isinstance(c, Existing) for c in claims) == 3
+
+
+prices = st.decimals(min_value=Decimal("0.05"), max_value=Decimal("999999.95"), places=2)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(limit=prices, fill=prices, ref=finite)
+def test_intent_prices_read_back_equal(
+    uows: UnitOfWorkFactory, limit: Decimal, fill: Decimal, ref: float
+) -> None:
+    with uows.begin() as uow:
+        live = uow.portfolio.lock().positions
+    pid = live[0].id if live else open_one(uows)
+    with uows.begin() as uow:
+        n = len(uow.intents.unresolved())
+        (iid,) = uow.intents.add(
+            [intent(f"pm-p-{n}", pid, pricetype="LIMIT", limit_price=limit, ref_price=ref)], None
+        )
+        uow.intents.transition(iid, "pending", "accepted", {"average_price": fill})
+        uow.commit()
+    with uows.begin(read_only=True) as uow:
+        stored = uow.intents.get(iid)
+    assert stored is not None
+    assert stored.intent.limit_price == limit and stored.average_price == fill
+    assert stored.intent.ref_price == ref
