@@ -29,6 +29,7 @@ from pm_adapters.memory.uow import (
     finish_state,
 )
 from pm_adapters.sql import rows as rowconv
+from pm_adapters.sql.redact import redact_url
 from pm_adapters.sql.retry import translate
 from pm_adapters.sql.tables import (
     equity_ledger,
@@ -178,7 +179,7 @@ class SqlUnitOfWorkFactory:
         self.engine = engine
         self.now = now
         self.dialect = engine.dialect.name
-        self.url = engine.url.render_as_string(hide_password=False)
+        self.url = redact_url(engine.url)  # for messages only: never holds the password
 
     def begin(self, kind: TxKind = "signal", *, read_only: bool = False) -> SqlUnitOfWork:
         """A new unit of work of this kind (the connection is taken on first use)."""
