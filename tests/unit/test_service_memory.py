@@ -380,3 +380,23 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+def test_redelivered_near_duplicate_answers_200_duplicate_on_every_instance(app: App) -> None:
+    first = send(app, gold_payload("BASE_ENTRY"))
+    near = gold_payload("BASE_ENTRY", timestamp="2025-12-01T10:00:30")
+    assert send(app, near)["duplicate_layer"] == "near"
+    # Another instance (no L1 entry) gets it again: the stored row is terminal, so 200.
+    again = send(second_service(app), near, app)
+    assert again["_http"] == 200, again
+    assert (again["status"], again["duplicate_layer"]) == ("duplicate", "l3")
+    assert again["original"]["body"]["signal_id"] == first["signal_id"]
+    fp = received(app, near).fingerprint
+    handle = app.ports.lock.acquire(fp, 10_000)
+    assert handle is not None
+    try:
+        held = send(second_service(app), near, app)
+    finally:
+        app.ports.lock.release(handle)
+    assert (held["_http"], held["status"], held["duplicate_layer"]) == (200, "duplicate", "l2")
+    assert held["original"]["body"]["signal_id"] == first["signal_id"]

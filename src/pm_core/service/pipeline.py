@@ -355,10 +355,15 @@ class SignalService:
             clock.sleep(self.limits.lock_poll_ms / 1000)
 
     def _answer_existing(self, row: StoredSignal, request_id: str, layer: str) -> Answer:
-        if row.status in TERMINAL_SIGNAL_STATES and row.status != "duplicate":
+        if row.status in TERMINAL_SIGNAL_STATES:
             self.observer.duplicate(layer)
             self.count(f"duplicates_{layer}")
-            original = original_of(row.http_status, row.completed_at, row.response or row.outcome)
+            if row.status == "duplicate":
+                original = self._tx(lambda u: self._near_original(u, row.signal, row.id))
+            else:
+                original = original_of(
+                    row.http_status, row.completed_at, row.response or row.outcome
+                )
             return Answer(
                 self._duplicate(request_id, layer, row.id, row.fingerprint, original), row.id, True
             )
@@ -456,7 +461,7 @@ class SignalService:
             if claimed is None:
                 claim = u.signals.claim(signal, fp, received.received_at, me, 1)
                 if isinstance(claim, Existing):
-                    return self._answer_l3(claim, request_id, fp)
+                    return self._answer_l3(claim, request_id, fp, u, signal)
                 assert isinstance(claim, Claimed)
                 signal_id, epoch = claim.id, claim.epoch
                 self.l1.note_signal_id(fp, signal_id)
@@ -510,13 +515,19 @@ class SignalService:
 
         return self._tx(work)
 
-    def _answer_l3(self, claim: Existing, request_id: str, fp: str) -> Answer:
+    def _answer_l3(
+        self, claim: Existing, request_id: str, fp: str, u: UnitOfWork, signal: Signal
+    ) -> Answer:
         self.observer.duplicate("l3")
         self.count("duplicates_l3")
-        if claim.status in TERMINAL_SIGNAL_STATES and claim.status != "duplicate":
-            original = original_of(
-                claim.http_status, claim.completed_at, claim.response or claim.outcome
-            )
+        if claim.status in TERMINAL_SIGNAL_STATES:
+            if claim.status == "duplicate":
+                # A near duplicate stores no response: replay the original it duplicated.
+                original = self._near_original(u, signal, claim.id)
+            else:
+                original = original_of(
+                    claim.http_status, claim.completed_at, claim.response or claim.outcome
+                )
             return Answer(self._duplicate(request_id, "l3", claim.id, fp, original), claim.id, True)
         return Answer(
             SignalResult(202, in_progress_body(request_id, claim.id, fp, claim.status)),
@@ -524,21 +535,33 @@ class SignalService:
             False,
         )
 
+    @staticmethod
+    def _row_original(row: StoredSignal | None) -> Mapping[str, Any] | None:
+        """What a near duplicate replays: the original's stored answer, or its state."""
+        if row is None:
+            return None
+        if row.status in TERMINAL_SIGNAL_STATES:
+            return original_of(row.http_status, row.completed_at, row.response or row.outcome)
+        return {"state": row.status, "signal_id": row.id}
+
+    def _near_original(
+        self, u: UnitOfWork, signal: Signal, own_id: int
+    ) -> Mapping[str, Any] | None:
+        """The original a stored near duplicate (``own_id``) duplicated, found as T1 found it."""
+        window = self.config.portfolio.near_duplicate_window_s
+        for r in u.signals.near(
+            signal.instrument, signal.type, signal.position, signal.timestamp, window
+        ):
+            if r.signal_id and r.signal_id != own_id:
+                return self._row_original(u.signals.get(r.signal_id))
+        return None
+
     def _answer_near(
         self, u: UnitOfWork, signal_id: int, fp: str, request_id: str, of_id: int | None
     ) -> Answer:
         self.observer.duplicate("near")
         original_row = u.signals.get(of_id) if of_id else None
-        original: Mapping[str, Any] | None = None
-        if original_row is not None:
-            if original_row.status in TERMINAL_SIGNAL_STATES:
-                original = original_of(
-                    original_row.http_status,
-                    original_row.completed_at,
-                    original_row.response or original_row.outcome,
-                )
-            else:
-                original = {"state": original_row.status, "signal_id": original_row.id}
+        original = self._row_original(original_row)
         code = Code(
             "duplicate_near_window",
             {
