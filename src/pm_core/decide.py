@@ -683,8 +683,8 @@ def paper_fill(intent: OrderIntent, slippage_ticks: int = 0, tick_size: float = 
 
 def _filled_lots(
     intents: Sequence[OrderIntent], fills: Mapping[str, Fill]
-) -> tuple[int, dict[str, Fill], Code]:
-    """Lots held on every leg (the smallest filled leg), fills by leg and the failure code.
+) -> tuple[int, dict[str, Decimal | None], Code]:
+    """Lots held on every leg (the smallest filled leg), average fill per leg, failure code.
 
     A leg split at the freeze quantity arrives as several child intents: their fills add up,
     at their quantity-weighted average price.
@@ -703,21 +703,19 @@ def _filled_lots(
         if fill is None:
             detail = detail or f"{intent.symbol} {intent.action} {intent.quantity} not filled"
             continue
-        quantity[leg] += fill.filled_quantity
-        if fill.average_price is not None and fill.filled_quantity > 0:
-            value[leg] = value.get(leg, Decimal(0)) + fill.average_price * fill.filled_quantity
-            priced[leg] = priced.get(leg, 0) + fill.filled_quantity
+        filled = fill.filled_quantity
+        quantity[leg] += filled
+        if fill.average_price is not None and filled > 0:
+            value[leg] = value.get(leg, Decimal(0)) + fill.average_price * filled
+            priced[leg] = priced.get(leg, 0) + filled
         if fill.state != "filled" and not detail:
             detail = (
                 fill.detail or f"{intent.symbol} {intent.action} {intent.quantity} {fill.state}"
             )
             failure = fill
-    by_leg = {
-        leg: Fill(leg, qty, value[leg] / priced[leg] if priced.get(leg) else None, "filled")
-        for leg, qty in quantity.items()
-    }
+    averages = {leg: value[leg] / priced[leg] if priced.get(leg) else None for leg in quantity}
     lots = min((qty // per_lot[leg] if per_lot[leg] else 0) for leg, qty in quantity.items())
-    return lots, by_leg, _failure_code(failure, detail)
+    return lots, averages, _failure_code(failure, detail)
 
 
 def _failure_code(failure: Fill | None, detail: str) -> Code:
@@ -728,29 +726,19 @@ def _failure_code(failure: Fill | None, detail: str) -> Code:
 
 
 def _fill_price(
-    position: Position, by_leg: Mapping[str, Fill], signal_price: float
+    position: Position, averages: Mapping[str, Decimal | None]
 ) -> tuple[float | None, float | None, float | None]:
     """(synthetic or futures fill, CE fill, PE fill) as floats; None when not reported."""
-    ce = by_leg.get("CE")
-    pe = by_leg.get("PE")
-    fut = by_leg.get("FUT")
-    if fut is not None and fut.average_price is not None:
-        return float(fut.average_price), None, None
-    if (
-        ce is not None
-        and pe is not None
-        and ce.average_price is not None
-        and pe.average_price is not None
-    ):
-        ce_f = float(ce.average_price)
-        pe_f = float(pe.average_price)
+    fut = averages.get("FUT")
+    if fut is not None:
+        return float(fut), None, None
+    ce = averages.get("CE")
+    pe = averages.get("PE")
+    if ce is not None and pe is not None:
+        ce_f = float(ce)
+        pe_f = float(pe)
         return (position.strike or 0.0) + ce_f - pe_f, ce_f, pe_f
     return None, None, None
-
-
-def _opens_last(snapshot: PortfolioSnapshot, position_id: int) -> int:
-    position = snapshot.position_by_id(position_id)
-    return 1 if position is not None and position.status == "pending_open" else 0
 
 
 def apply_fills(
@@ -777,14 +765,13 @@ def apply_fills(
     def bump(name: str) -> None:
         stats[name] = stats.get(name, 0) + 1
 
+    live = {p.id: p for p in snapshot.positions if p.id in by_position}
     # Closes settle before opens so that a cleared anchor is never resurrected by a pyramid.
-    ordered = sorted(by_position.items(), key=lambda kv: _opens_last(snapshot, kv[0]))
-    for position_id, group in ordered:
-        position = snapshot.position_by_id(position_id)
-        if position is None:
-            continue
+    ordered = sorted(live.values(), key=lambda p: p.status == "pending_open")
+    for position in ordered:
+        group = by_position[position.id]
         lots, by_leg, failure = _filled_lots(group, fills)
-        fill_px, ce_px, pe_px = _fill_price(position, by_leg, position.entry_price)
+        fill_px, ce_px, pe_px = _fill_price(position, by_leg)
         if position.status == "pending_open":
             kind = "entries" if position.is_base_position else "pyramids"
             if lots <= 0:
@@ -952,18 +939,21 @@ def apply_changes_mapped(
             return pid
         return idmap.get(pid, pid)
 
-    by_id: dict[int, Position] = {p.id: p for p in snapshot.positions}
-    for p in changes.update:
-        current = by_id.get(p.id)
-        version = (current.version if current is not None else p.version) + 1
-        if p.status in ("closed", "failed"):
-            by_id.pop(p.id, None)
-        else:
-            by_id[p.id] = p.replace(version=version)
-    for p in changes.create:
-        new_id = idmap[p.id]
-        by_id[new_id] = p.replace(id=new_id, anchor_base_id=real(p.anchor_base_id))
-    positions = tuple(by_id[k] for k in sorted(by_id))
+    positions = snapshot.positions
+    if changes.update or changes.create:
+        # Insertion order stays ascending by id: updates keep their place, new ids are larger.
+        by_id: dict[int, Position] = {p.id: p for p in positions}
+        for p in changes.update:
+            current = by_id.get(p.id)
+            version = (current.version if current is not None else p.version) + 1
+            if p.status in ("closed", "failed"):
+                by_id.pop(p.id, None)
+            else:
+                by_id[p.id] = p.replace(version=version)
+        for p in changes.create:
+            new_id = idmap[p.id]
+            by_id[new_id] = p.replace(id=new_id, anchor_base_id=real(p.anchor_base_id))
+        positions = tuple(by_id.values())
 
     pyramiding = snapshot.pyramiding
     if changes.pyramiding:
@@ -1014,7 +1004,7 @@ def remap_intents(
 ) -> tuple[OrderIntent, ...]:
     """Intents with placeholder position ids replaced by the ids a save gave."""
     return tuple(
-        attrs.evolve(i, position_id=idmap[i.position_id]) if i.position_id in idmap else i
+        i.replace(position_id=idmap[i.position_id]) if i.position_id in idmap else i
         for i in intents
     )
 

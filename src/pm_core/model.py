@@ -11,6 +11,7 @@ import bisect
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Literal
 
 import attrs
@@ -38,6 +39,9 @@ BlockReason = Literal["reconciliation", "ambiguous_order", "unwind_failed", "man
 LedgerKind = Literal["deposit", "withdraw", "trading_pnl", "rollover_pnl", "adjustment"]
 
 UTC = dt.UTC
+# A shared, read-only empty mapping: the default of hot value fields (a fresh dict per value
+# is measurable in a 100k-signal backtest).
+EMPTY_MAP: Mapping[Any, Any] = MappingProxyType({})
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = dt.timedelta(microseconds=1)
 
@@ -416,7 +420,7 @@ class Code:
     """A reason code with its message placeholders (domain 6.4)."""
 
     code: str
-    params: Mapping[str, Any] = attrs.field(factory=dict)
+    params: Mapping[str, Any] = EMPTY_MAP
 
 
 @attrs.frozen(slots=True)
@@ -515,19 +519,19 @@ class ChangeSet:
     create: tuple[Position, ...] = ()
     update: tuple[Position, ...] = ()
     close: tuple[Trade, ...] = ()
-    pyramiding: Mapping[str, PyramidingState | None] = attrs.field(factory=dict)
-    marks: Mapping[str, Mark] = attrs.field(factory=dict)
+    pyramiding: Mapping[str, PyramidingState | None] = EMPTY_MAP
+    marks: Mapping[str, Mark] = EMPTY_MAP
     portfolio: EquityUpdate | None = None
     ledger: tuple[LedgerEntry, ...] = ()
-    statistics: Mapping[str, float] = attrs.field(factory=dict)
-    blocks: Mapping[str, Block | None] = attrs.field(factory=dict)
+    statistics: Mapping[str, float] = EMPTY_MAP
+    blocks: Mapping[str, Block | None] = EMPTY_MAP
     settlement: Settlement | None = None
 
 
 EMPTY_CHANGES = ChangeSet()
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=False)  # dict-backed for a cheap ``replace`` (see Position)
 class OrderIntent:
     """One outbox row per leg (architecture 3, 4.1); quantity in broker units."""
 
@@ -549,6 +553,21 @@ class OrderIntent:
     limit_price: Decimal | None = None
     instrument: str = ""
 
+    def replace(self, **changes: Any) -> OrderIntent:
+        """A copy with ``changes`` applied (a fast attrs.evolve; unknown names raise)."""
+        if not changes.keys() <= _INTENT_FIELDS:
+            raise TypeError(
+                f"unknown OrderIntent fields: {sorted(changes.keys() - _INTENT_FIELDS)}"
+            )
+        new = object.__new__(OrderIntent)
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.update(changes)
+        return new
+
+
+_INTENT_FIELDS = frozenset(f.name for f in attrs.fields(OrderIntent))
+
 
 @attrs.frozen(slots=True)
 class Fill:
@@ -561,7 +580,7 @@ class Fill:
     detail: str = ""
     # Why nothing (or too little) filled, as a reason code with its message placeholders.
     code: str = "order_failed"
-    params: Mapping[str, Any] = attrs.field(factory=dict)
+    params: Mapping[str, Any] = EMPTY_MAP
 
 
 @attrs.frozen(slots=True)
