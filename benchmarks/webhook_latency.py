@@ -32,7 +32,7 @@ decision). ``--profile`` adds a phase where py-spy samples both instances (CPU o
 wall time of the signal path on the other) and prints the hot spots.
 
 Usage: python benchmarks/webhook_latency.py [--quick] [--duration-s 60] [--rate 1000]
-    [--latency-signals 300] [--concurrency 24] [--seed 20251201] [--profile]
+    [--latency-signals 300] [--concurrency 8] [--seed 20251201] [--profile]
 The last line printed is one JSON object.
 """
 
@@ -944,7 +944,7 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=60.0, help="throughput phase length")
     parser.add_argument("--rate", type=float, default=1000.0, help="latency phase signals/min")
     parser.add_argument("--latency-signals", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=24, help="throughput phase in flight")
+    parser.add_argument("--concurrency", type=int, default=8, help="throughput phase in flight")
     parser.add_argument("--seed", type=int, default=20251201)
     parser.add_argument("--log-level", default="INFO", help="PM_LOG_LEVEL of the instances")
     parser.add_argument("--profile", action="store_true", help="py-spy both instances under load")
