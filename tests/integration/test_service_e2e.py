@@ -18,8 +18,10 @@ import sqlalchemy as sa
 
 from tests.kit.redis_server import RedisServer
 from tests.kit.serve import (
+    ADMIN_TOKEN,
     SCENARIO_NET_PNL,
     SCENARIO_QUOTES,
+    SIM_API_KEY,
     ServeProcess,
     Sim,
     bn_trade,
@@ -155,5 +157,10 @@ def test_postgres_redis_simulator_full_trades(
     assert len({r.broker_order_id for r in rows}) == 15
     assert len(signals) == 8 and {s.status for s in signals} == {"executed"}
 
-    doc = json.loads(pm_cli({"PM_DATABASE_URL": pg_url}, "status", "--json", cwd=tmp_path))
-    check_status_flat(doc)
+    cli_env = {**env, "PM_ADMIN_TOKEN": ADMIN_TOKEN}
+    out = pm_cli(cli_env, "status", "--json", cwd=tmp_path)
+    check_status_flat(json.loads(out))
+    # Secrets never reach logs or output.
+    for secret in (SIM_API_KEY, ADMIN_TOKEN):
+        assert secret not in out
+        assert secret not in pm.log_path.read_text()
