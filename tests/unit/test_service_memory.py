@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -25,6 +25,7 @@ from pm_core.model import ReceivedSignal, Signal
 from pm_core.ports import (
     Ok,
     OrderRequest,
+    RateBudget,
     StoredIntent,
     StoredSignal,
     SubmitResult,
@@ -32,6 +33,7 @@ from pm_core.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from pm_core.recovery import recover
 from pm_core.service.api import SignalResult
 from pm_core.service.pipeline import SignalService
 from pm_core.signal import fingerprint, validate
@@ -400,3 +402,80 @@ def test_redelivered_near_duplicate_answers_200_duplicate_on_every_instance(app:
         app.ports.lock.release(handle)
     assert (held["_http"], held["status"], held["duplicate_layer"]) == (200, "duplicate", "l2")
     assert held["original"]["body"]["signal_id"] == first["signal_id"]
+
+
+# --------------------------------------------------------------------------- crash after T1
+
+
+class StalledRate:
+    """A rate budget whose order tokens wait at a gate: the owner stops after T1, before
+    its claim, as if it had died there (service.md 15 row 2)."""
+
+    def __init__(self, inner: RateBudget) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def take(self, kind: Literal["order", "read"]) -> None:
+        if kind == "order" and not self.gate.is_set():
+            self.waiting.set()
+            self.gate.wait(10)
+        self.inner.take(kind)
+
+
+CRASH_CASES = {
+    # (payload, received seconds ago, expected final status, expected open position lots)
+    "young-entry-resumes": (gold_payload("BASE_ENTRY"), 0, "executed", 3),
+    "old-entry-abandoned": (gold_payload("BASE_ENTRY"), 120, "failed", 0),
+    "old-exit-resumes": (
+        gold_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T12:00:00"),
+        120,
+        "executed",
+        0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CRASH_CASES))
+def test_owner_dead_after_t1_before_claim_is_taken_over_once(
+    case: str, app: App, broker: GatedPaper
+) -> None:
+    payload, age_s, final, lots = CRASH_CASES[case]
+    if payload["type"] == "EXIT":
+        assert send(app, gold_payload("BASE_ENTRY"))["status"] == "executed"
+    orders_before = len(broker.placed)
+    rate = StalledRate(app.ports.rate)
+    dead = SignalService(
+        attrs.evolve(app.ports, rate=rate), app.config, attrs.evolve(app.limits, instance_id="dead")
+    )
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_s)
+    answers: list[SignalResult] = []
+    owner = threading.Thread(
+        target=lambda: answers.append(dead.handle(received(app, payload, when), "r"))
+    )
+    owner.start()
+    assert rate.waiting.wait(5), "the owner never reached its first claim"
+    assert row(app, payload).status == "processing"
+
+    heir = SignalService(app.ports, app.config, attrs.evolve(app.limits, instance_id="heir"))
+    report = recover(heir, lambda instance: instance == "heir", release_locks=False)
+    stored = row(app, payload)
+    assert report.takeovers == (stored.id,)
+    assert report.finished == ((stored.id, final),)
+    assert stored.status == final
+    if final == "failed":
+        assert stored.outcome is not None
+        assert [c["code"] for c in stored.outcome["codes"]] == ["abandoned_after_crash"]
+        assert {s.state for s in intents(app, stored.id)} == {"abandoned"}
+    held = [p["lots"] for p in app.positions("open", 10)["positions"]]
+    assert sum(held) == lots
+
+    # The deposed owner wakes up: its claim is fenced off, it sends nothing and answers 202.
+    rate.gate.set()
+    owner.join(10)
+    assert answers and answers[0].http_status == 202
+    expected_orders = 0 if final == "failed" else 1
+    assert len(broker.placed) - orders_before == expected_orders
+    assert row(app, payload).status == final
+    dead.shutdown()
+    heir.shutdown()
