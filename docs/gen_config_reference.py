@@ -100,8 +100,9 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ),
             (
                 "webhook_hmac",
-                "`optional`: an `X-PM-Signature: sha256=<hex>` header, when present, must "
-                "verify; `required`: every request must carry a valid one.",
+                "`optional`: an `X-PM-Signature: sha256=<hex HMAC-SHA256 of the body>` header, "
+                "when present, must verify (and then suffices); `required`: every request "
+                "must carry a valid one. The key is the webhook secret.",
             ),
             ("webhook_max_body", "Largest accepted webhook body in bytes (413 above)."),
             (
