@@ -23,7 +23,7 @@ import orjson
 from pm_core.backtest import (
     BacktestResult,
     CsvAccount,
-    InputError,
+    InputIssue,
     ParsedInput,
     combine,
     parse_jsonl,
@@ -391,7 +391,7 @@ def validate_command(config_path: str | None, sizing: str | None, files: tuple[s
         sys.exit(EXIT_ERRORS)
 
 
-def _error_line(path: str, error: InputError) -> str:
+def _error_line(path: str, error: InputIssue) -> str:
     field = f"{error.field}: " if error.field else ""
     return f"{path}:{error.line}: {field}{error.code}: {error.message}"
 

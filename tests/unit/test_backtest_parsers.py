@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pm_core.backtest import (
-    InputError,
+    InputIssue,
     ParsedInput,
     combine,
     parse_jsonl,
@@ -122,7 +122,7 @@ def test_combine_keeps_input_order() -> None:
     b = parse_payloads([{}], CONFIG, source="b")
     both = combine([a, b])
     assert [s.source for s in both.signals] == ["a"]
-    assert both.errors == (InputError("b", 1, "empty_payload", "Payload is empty", "payload"),)
+    assert both.errors == (InputIssue("b", 1, "empty_payload", "Payload is empty", "payload"),)
 
 
 # --------------------------------------------------------------------------- CSV fixture

@@ -10,7 +10,7 @@ from pm_core.backtest import (
     BacktestResult,
     BlockedRow,
     EquityPoint,
-    InputError,
+    InputIssue,
     Statistics,
     TradeRow,
     parse_jsonl,
@@ -210,7 +210,7 @@ def test_blocked_rows_carry_codes_with_params_and_messages() -> None:
 
 
 def test_input_errors_list_no_field() -> None:
-    error = InputError("a.jsonl", 3, "missing", "price is required", "price")
+    error = InputIssue("a.jsonl", 3, "missing", "price is required", "price")
     doc = _result(input_errors=(error,)).document()
     assert doc["input_errors"] == [
         {"source": "a.jsonl", "line": 3, "code": "missing", "message": "price is required"}

@@ -6,7 +6,7 @@
 
 from pm_core.backtest.parsers import (
     CsvAccount,
-    InputError,
+    InputIssue,
     ParsedInput,
     SourcedSignal,
     combine,
@@ -23,7 +23,7 @@ __all__ = [
     "BlockedRow",
     "CsvAccount",
     "EquityPoint",
-    "InputError",
+    "InputIssue",
     "ParsedInput",
     "Progress",
     "SourcedSignal",

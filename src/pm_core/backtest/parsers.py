@@ -25,7 +25,7 @@ from pm_core.signal import parse_timestamp, validate
 
 __all__ = [
     "CsvAccount",
-    "InputError",
+    "InputIssue",
     "ParsedInput",
     "SourcedSignal",
     "combine",
@@ -36,10 +36,11 @@ __all__ = [
 
 
 @attrs.frozen(slots=True)
-class InputError:
-    """One input line that did not become a signal: where it is, a stable code and why.
+class InputIssue:
+    """An input error (a line that did not become a signal) or a warning about a line.
 
-    ``field`` names the bad signal field for validation errors (shown by ``pm validate``);
+    Where it is, a stable code and why. A value, not an exception: a file that cannot be
+    read at all raises ``pm_core.errors.InputError`` instead. ``field`` names the bad signal field for validation errors (shown by ``pm validate``);
     the backtest document lists only source, line, code and message (domain 13.8).
     """
 
@@ -97,16 +98,16 @@ class ParsedInput:
     """Signals in replay order plus the input errors and warnings met while reading them."""
 
     signals: tuple[SourcedSignal, ...] = ()
-    errors: tuple[InputError, ...] = ()
-    warnings: tuple[InputError, ...] = ()
+    errors: tuple[InputIssue, ...] = ()
+    warnings: tuple[InputIssue, ...] = ()
     accounts: Mapping[str, CsvAccount] = attrs.field(factory=dict)
 
 
 def combine(parts: Iterable[ParsedInput]) -> ParsedInput:
     """Several inputs as one, in the order given (the backtest then sorts signals by time)."""
     signals: list[SourcedSignal] = []
-    errors: list[InputError] = []
-    warnings: list[InputError] = []
+    errors: list[InputIssue] = []
+    warnings: list[InputIssue] = []
     accounts: dict[str, CsvAccount] = {}
     for part in parts:
         signals.extend(part.signals)
@@ -116,8 +117,8 @@ def combine(parts: Iterable[ParsedInput]) -> ParsedInput:
     return ParsedInput(tuple(signals), tuple(errors), tuple(warnings), accounts)
 
 
-def _field_errors(source: str, line: int, errors: Sequence[FieldError]) -> list[InputError]:
-    return [InputError(source, line, e.code, e.message, e.field) for e in errors]
+def _field_errors(source: str, line: int, errors: Sequence[FieldError]) -> list[InputIssue]:
+    return [InputIssue(source, line, e.code, e.message, e.field) for e in errors]
 
 
 # --------------------------------------------------------------------------- JSONL
@@ -145,7 +146,7 @@ def parse_jsonl(
             text = text[1:]
         lines = text.split("\n")
     signals: list[SourcedSignal] = []
-    errors: list[InputError] = []
+    errors: list[InputIssue] = []
     for index in range(len(lines)):
         chunk: str | bytes = lines[index]
         if not chunk.strip():
@@ -158,7 +159,7 @@ def parse_jsonl(
                 payload = json.loads(chunk)
             except (ValueError, RecursionError) as exc:
                 errors.append(
-                    InputError(source, line_no, "not_json", f"Line is not valid JSON: {exc}")
+                    InputIssue(source, line_no, "not_json", f"Line is not valid JSON: {exc}")
                 )
                 continue
         result = validate(payload, config)
@@ -174,7 +175,7 @@ def parse_payloads(
 ) -> ParsedInput:
     """Validate in-memory webhook payloads (dicts); item n is reported as line n (1-based)."""
     signals: list[SourcedSignal] = []
-    errors: list[InputError] = []
+    errors: list[InputIssue] = []
     for index, payload in enumerate(payloads):
         result = validate(payload, config)
         if isinstance(result, Signal):
@@ -272,7 +273,7 @@ def parse_tradingview_csv(
 
     Entries and exits become signals (split trades collapsed), ``Open`` exits and other row
     types are skipped, short rows and bad entries are input errors (domain 11.2). Raises
-    pm_core.errors.InputError only when the file cannot be read at all (no header, a
+    pm_core.errors.InputIssue only when the file cannot be read at all (no header, a
     required column missing, an unregistered instrument).
     """
     inst_id = instrument.strip().upper()
@@ -297,8 +298,8 @@ class _CsvReader:
         self.source = source
         self.config = config
         self.mode = mode
-        self.errors: list[InputError] = []
-        self.warnings: list[InputError] = []
+        self.errors: list[InputIssue] = []
+        self.warnings: list[InputIssue] = []
         self.events: list[_Event] = []
         self.entry_rows: list[_Row] = []
         self.exit_rows: list[_Row] = []
@@ -331,7 +332,7 @@ class _CsvReader:
             if kind.startswith(("entry short", "exit short")):
                 self.count["short_rows"] += 1
                 self.errors.append(
-                    InputError(
+                    InputIssue(
                         self.source,
                         reader.line_num,
                         "unsupported_direction",
@@ -405,7 +406,7 @@ class _CsvReader:
                 return None
             atr = self.instrument.fallback_atr
             self.warnings.append(
-                InputError(
+                InputIssue(
                     self.source,
                     first.line,
                     "atr_fallback",
@@ -500,7 +501,7 @@ class _CsvReader:
         return None
 
     def _error(self, row: _Row, code: str, message: str, field: str) -> None:
-        self.errors.append(InputError(self.source, row.line, code, message, field))
+        self.errors.append(InputIssue(self.source, row.line, code, message, field))
 
     def _add(self, signal: Signal, first: _Row, exit_first: int) -> None:
         # Within a file: by time, exits before entries at one time, then Trade # (11.2).

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from pm_core.backtest.parsers import InputError
+from pm_core.backtest.parsers import InputIssue
 from pm_core.backtest.statistics import Statistics
 from pm_core.model import Code, PortfolioSnapshot
 
@@ -75,9 +75,9 @@ class BacktestResult:
     trades: tuple[TradeRow, ...]
     blocked: tuple[BlockedRow, ...]
     equity_curve: tuple[EquityPoint, ...]
-    input_errors: tuple[InputError, ...]
+    input_errors: tuple[InputIssue, ...]
     timezone: str = "Asia/Kolkata"
-    warnings: tuple[InputError, ...] = ()
+    warnings: tuple[InputIssue, ...] = ()
     final_snapshot: PortfolioSnapshot | None = attrs.field(default=None, eq=False, repr=False)
 
     @property

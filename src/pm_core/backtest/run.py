@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from pm_core.backtest.parsers import (
-    InputError,
+    InputIssue,
     ParsedInput,
     SourcedSignal,
     parse_payloads,
@@ -65,7 +65,7 @@ def run(
     dedup: bool = True,
     slippage_ticks: int = 0,
     progress: Progress | None = None,
-    input_errors: Iterable[InputError] = (),
+    input_errors: Iterable[InputIssue] = (),
 ) -> BacktestResult:
     """Replay signals through the live rules and report trades, equity and statistics.
 
@@ -152,7 +152,7 @@ def _configured(
 def _ordered(
     signals: ParsedInput | Iterable[Signal | SourcedSignal | Mapping[str, Any]],
     config: DomainConfig,
-) -> tuple[list[Signal], list[int], list[InputError], list[InputError]]:
+) -> tuple[list[Signal], list[int], list[InputIssue], list[InputIssue]]:
     """Signals in replay order: a stable sort by full-precision instant (domain 11.2, 13.8)."""
     if isinstance(signals, ParsedInput):
         parsed = signals
@@ -190,8 +190,8 @@ def _result(
     holding: list[bool],
     outcomes: dict[str, dict[str, int]],
     duplicates: int,
-    errors: tuple[InputError, ...],
-    warnings: tuple[InputError, ...],
+    errors: tuple[InputIssue, ...],
+    warnings: tuple[InputIssue, ...],
 ) -> BacktestResult:
     portfolio = config.portfolio
     initial = float(portfolio.initial_capital)
