@@ -40,8 +40,9 @@ class InputIssue:
     """An input error (a line that did not become a signal) or a warning about a line.
 
     Where it is, a stable code and why. A value, not an exception: a file that cannot be
-    read at all raises ``pm_core.errors.InputError`` instead. ``field`` names the bad signal field for validation errors (shown by ``pm validate``);
-    the backtest document lists only source, line, code and message (domain 13.8).
+    read at all raises ``pm_core.errors.InputError`` instead. ``field`` names the bad signal
+    field of a validation error (``pm validate`` shows it); the backtest document lists only
+    source, line, code and message (domain 13.8).
     """
 
     source: str
