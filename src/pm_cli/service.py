@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -180,7 +181,10 @@ def serve(
             log_config=None,
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+            # pm drained before uvicorn stops; what is left are handlers waiting on their
+            # response deadline, which then answer 202. Cutting them off earlier makes uvicorn
+            # answer a plain-text 500 (webhook.md 1.2: never 500 once T1 committed).
+            timeout_graceful_shutdown=math.ceil(settings.response_deadline_ms / 1000) + 1,
         )
         _DrainingServer(app, server_config).run()
         app.drain()

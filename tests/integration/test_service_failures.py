@@ -378,3 +378,58 @@ def test_postgres_down_while_order_at_broker_signal_still_finishes_once(
         pm.close()
         if not pg_server.is_running():
             pg_server.start()
+
+
+# --------------------------------------------------------------------------- rows 17 and 24
+
+
+def test_slow_broker_answers_202_at_the_deadline_then_completes(sim: Sim, tmp_path: Path) -> None:
+    """Embedded SQLite with OpenAlgo: a 1.2 s order call outlives a 300 ms response deadline."""
+    env = {**sim.env(), "PM_RESPONSE_DEADLINE_MS": "300"}
+    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": {"type": "latency_ms", "ms": 1200}}])
+    with ServeProcess(env, workdir=tmp_path, name="slow") as pm:
+        pm.start()
+        started = time.monotonic()
+        first = pm.post(GOLD_BASE)
+        assert time.monotonic() - started < 1.0
+        assert first.status_code == 202
+        assert first.json()["status"] == "in_progress"
+        # Another signal on another instrument is not held up by the slow one.
+        other = pm.post(bn_payload("EXIT", position="ALL", stop=0))
+        assert other.status_code == 200
+        assert other.json()["reason_codes"] == ["position_not_open"]
+        final = deliver(pm, GOLD_BASE, timeout_s=15)
+        assert final["status"] == "duplicate"
+        assert final["original"]["body"]["status"] == "executed"
+        assert final["signal_id"] == first.json()["signal_id"]
+    assert len(sim.placed()) == 1
+
+
+def test_sigterm_with_a_signal_in_flight_leaves_it_for_takeover(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    env = pg_env(pg_url, sim, redis_server.url, PM_SHUTDOWN_TIMEOUT_S="0.5")
+    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": {"type": "latency_ms", "ms": 2500}}])
+    leaving = ServeProcess(env, workdir=tmp_path, name="leaving").start()
+    try:
+        answers: list[httpx.Response] = []
+        poster = threading.Thread(target=lambda: answers.append(leaving.post(GOLD_BASE)))
+        poster.start()
+        wait_for(lambda: placing(sim), 10, what="the order is at the broker")
+        assert leaving.terminate() == 0
+        poster.join(timeout=30)
+        # The request in flight still gets a documented answer, never uvicorn's 500.
+        assert [(a.status_code, a.json()["status"]) for a in answers] == [(202, "in_progress")]
+    finally:
+        leaving.close()
+    sim.rules([])
+    with ServeProcess(env, workdir=tmp_path, name="heir") as heir:
+        heir.start()
+        wait_for(lambda: not unfinished(pg_url), 30, what="takeover finished the signal")
+        rows = check_once(pg_url, sim, 1)
+        assert rows[0].status == "executed"
+        again = heir.post(GOLD_BASE)
+        assert again.json()["status"] == "duplicate"
+    assert len(sim.placed()) == 1
+    statuses = db_rows(pg_url, "SELECT instance_name, status FROM instance_metadata")
+    assert ("leaving", "stopped") in [(s.instance_name, s.status) for s in statuses]
