@@ -367,9 +367,7 @@ _STATE_Q = sa.select(
     portfolio_state.c.equity_high,
 ).where(portfolio_state.c.id == 1)
 _LOCK_Q = _STATE_Q.with_for_update()
-_LIVE_Q = sa.select(*_POSITION_COLUMNS).where(_P.status.in_(_LIVE)).order_by(_P.id)
-# Pyramiding state, marks and blocks are all keyed by instrument: one round trip for both.
-_PER_INSTRUMENT_Q = sa.select(
+_PER_INSTRUMENT_COLUMNS = (
     pyramiding_state.c.instrument.label("p_instrument"),
     pyramiding_state.c.base_position_id,
     pyramiding_state.c.last_pyramid_price,
@@ -380,12 +378,32 @@ _PER_INSTRUMENT_Q = sa.select(
     instrument_blocks.c.reason,
     instrument_blocks.c.since,
     instrument_blocks.c.detail,
-).select_from(
-    pyramiding_state.join(
-        instrument_blocks,
-        pyramiding_state.c.instrument == instrument_blocks.c.instrument,
-        full=True,
-    )
+)
+
+
+def _nulls(columns: Sequence[Any]) -> list[Any]:
+    return [sa.cast(sa.null(), c.type).label(c.name) for c in columns]
+
+
+# Live positions, and per instrument the pyramiding state, mark and block (a full join:
+# both are keyed by instrument), in one round trip: a UNION ALL told apart by ``kind``.
+_SNAPSHOT_Q = sa.union_all(
+    sa.select(
+        sa.literal("p").label("kind"),
+        *_POSITION_COLUMNS,
+        *_nulls(_PER_INSTRUMENT_COLUMNS),
+    ).where(_P.status.in_(_LIVE)),
+    sa.select(
+        sa.literal("i").label("kind"),
+        *_nulls(_POSITION_COLUMNS),
+        *_PER_INSTRUMENT_COLUMNS,
+    ).select_from(
+        pyramiding_state.join(
+            instrument_blocks,
+            pyramiding_state.c.instrument == instrument_blocks.c.instrument,
+            full=True,
+        )
+    ),
 )
 
 
@@ -404,11 +422,14 @@ class _PortfolioRepo:
         row = uow.x(_LOCK_Q if lock and not uow.read_only else _STATE_Q).first()
         if row is None:
             raise NotInitialised(_NOT_INIT)
-        positions = tuple(rowconv.position_from_row(r._mapping) for r in uow.x(_LIVE_Q))
+        found: list[Position] = []
         pyramiding: dict[str, PyramidingState] = {}
         marks: dict[str, Mark] = {}
         blocks: dict[str, Block] = {}
-        for r in uow.x(_PER_INSTRUMENT_Q):
+        for r in uow.x(_SNAPSHOT_Q):
+            if r.kind == "p":
+                found.append(rowconv.position_from_row(r._mapping))
+                continue
             if r.base_position_id is not None or r.last_pyramid_price is not None:
                 pyramiding[r.p_instrument] = PyramidingState(
                     r.base_position_id, r.last_pyramid_price
@@ -417,6 +438,7 @@ class _PortfolioRepo:
                 marks[r.p_instrument] = Mark(r.mark_price, r.mark_atr, r.mark_ts)
             if r.reason is not None:
                 blocks[r.b_instrument] = Block(r.reason, r.since, r.detail or {})
+        positions = tuple(sorted(found, key=lambda p: p.id))  # opening order
         return PortfolioSnapshot(
             version=row.version,
             initial_capital=row.initial_capital,
