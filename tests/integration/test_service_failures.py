@@ -8,6 +8,7 @@ intent sent once) and the simulator's call log (no order placed twice).
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from tests.kit.serve import (
     bn_payload,
     db_rows,
     gold_payload,
+    pm_cli,
     prepare_postgres,
     start_all,
     wait_for,
@@ -433,3 +435,34 @@ def test_sigterm_with_a_signal_in_flight_leaves_it_for_takeover(
     assert len(sim.placed()) == 1
     statuses = db_rows(pg_url, "SELECT instance_name, status FROM instance_metadata")
     assert ("leaving", "stopped") in [(s.instance_name, s.status) for s in statuses]
+
+
+def test_kill9_then_pm_recover_cli_finishes_the_signal(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    env = pg_env(pg_url, sim, redis_server.url)
+    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": {"type": "fill", "after_ms": 1000}}])
+    victim = ServeProcess(env, workdir=tmp_path, name="victim").start()
+    try:
+        poster = threading.Thread(target=lambda: _swallow(lambda: victim.post(GOLD_BASE)))
+        poster.start()
+        wait_for(lambda: sim.placed(), 10, what="the order was accepted")
+        victim.kill9()
+        poster.join(timeout=30)
+    finally:
+        victim.close()
+    (signal_id,) = [r.id for r in unfinished(pg_url)]
+    time.sleep(1.5)  # PM_INSTANCE_STALE_S = 1: the victim now counts as dead
+
+    dry = json.loads(pm_cli(env, "recover", "--dry-run", "--json", cwd=tmp_path))
+    assert dry["dry_run"] is True
+    assert dry["takeovers"] == [signal_id]
+    assert unfinished(pg_url), "a dry run changes nothing"
+
+    report = json.loads(pm_cli(env, "recover", "--json", cwd=tmp_path))
+    assert report["takeovers"] == [signal_id]
+    assert report["finished"] == [{"signal_id": signal_id, "status": "executed"}]
+    assert report["warnings"] == []
+    assert not unfinished(pg_url)
+    check_once(pg_url, sim, 1)
+    assert len(sim.placed()) == 1

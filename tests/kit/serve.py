@@ -205,10 +205,10 @@ def serving(env: Mapping[str, str], **kwargs: Any) -> Iterator[ServeProcess]:
 
 
 def pm_cli(env: Mapping[str, str], *args: str, cwd: Path | None = None) -> str:
-    """Run a ``pm`` command with ``env`` (no caller PM_* variables); returns stdout."""
+    """Run a ``pm`` command with FAST_ENV + ``env`` (no caller PM_* variables); returns stdout."""
     result = subprocess.run(
         [sys.executable, "-c", "from pm_cli.main import cli; cli()", *args],
-        env={**clean_environ(), **env},
+        env={**clean_environ(), **FAST_ENV, **env},
         cwd=cwd,
         capture_output=True,
         text=True,
