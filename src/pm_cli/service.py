@@ -450,7 +450,15 @@ def intents_resolve(
                 sys.exit(1)
             unit.commit()
         click.echo(f"{client_order_id}: {'bound to ' + orderid if orderid else 'not placed'}")
-        click.echo("the next recovery or leader sweep settles its signal")
+        if stored.signal_id is None:
+            return
+        answer = app.service.resolve_signal(stored.signal_id)
+        if answer is None:
+            click.echo(f"signal {stored.signal_id} is not pending: nothing to settle")
+        elif answer.terminal:
+            click.echo(f"signal {stored.signal_id} settled: {answer.result.body.get('status')}")
+        else:
+            click.echo(f"signal {stored.signal_id} still waits on another unresolved intent")
 
 
 COMMANDS: list[click.Command] = [

@@ -19,6 +19,7 @@ from pm_core.errors import RateBudgetExceeded
 from pm_core.model import Fill, OrderIntent
 from pm_core.orders import client_order_id, match_unknown
 from pm_core.ports import (
+    TERMINAL_INTENT_STATES,
     Accepted,
     Definitive,
     Fence,
@@ -151,7 +152,7 @@ class Executor:
         finals: list[StoredIntent] = []
         opening = legs[0].intent.action == "BUY" and legs[0].intent.leg in ("CE", "FUT")
         failed = False
-        for stored in legs:
+        for index, stored in enumerate(legs):
             if failed:
                 # A leg after a failed one is never sent: the position must stay hedged.
                 if stored.state == "pending":
@@ -159,6 +160,11 @@ class Executor:
                 finals.append(stored)
                 continue
             final = self.execute(fence, stored)
+            if final.state not in TERMINAL_INTENT_STATES:
+                # Unknown or ambiguous: the next legs wait (pending) for its resolution.
+                finals.append(final)
+                finals.extend(legs[index + 1 :])
+                return finals, False
             if not opening and self._filled_lots(final) < final.intent.lots:
                 final = self._retry_exit_leg(fence, final)
             finals.append(final)

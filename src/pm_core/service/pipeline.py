@@ -29,6 +29,7 @@ from pm_core.model import (
     Signal,
 )
 from pm_core.ports import (
+    TERMINAL_INTENT_STATES,
     TERMINAL_SIGNAL_STATES,
     Claimed,
     Existing,
@@ -581,6 +582,85 @@ class SignalService:
         oldest = u.signals.oldest_queued(instrument)
         return oldest is not None and oldest.id != signal_id
 
+    def _hold(
+        self,
+        received: ReceivedSignal,
+        reservation: Reservation,
+        unresolved: list[StoredIntent],
+        request_id: str,
+    ) -> Answer:
+        """An intent is still unknown or ambiguous: settle nothing yet (openalgo.md 5).
+
+        The signal stays processing and its instrument barriered; an ambiguous order also
+        blocks new entries until ``pm intents resolve`` (which then settles the signal).
+        """
+        signal = received.signal
+        ambiguous = [s for s in unresolved if s.state == "ambiguous"]
+        if ambiguous:
+            ids = [s.intent.client_order_id for s in ambiguous]
+            log.error(
+                "ambiguous order: an operator must resolve it with pm intents resolve",
+                extra={"signal_id": reservation.signal_id, "client_order_ids": ids},
+            )
+
+            def block(u: UnitOfWork) -> None:
+                u.portfolio.lock()
+                if u.blocks.get(signal.instrument) is None:
+                    u.blocks.set(
+                        signal.instrument,
+                        Block(
+                            "ambiguous_order",
+                            self.ports.clock.now(),
+                            {"signal_id": reservation.signal_id, "client_order_ids": ids},
+                        ),
+                    )
+
+            self._tx(block)
+        return Answer(
+            SignalResult(
+                202,
+                in_progress_body(
+                    request_id, reservation.signal_id, received.fingerprint, "processing"
+                ),
+            ),
+            reservation.signal_id,
+            False,
+        )
+
+    def resolve_signal(self, signal_id: int) -> Answer | None:
+        """Settle a signal whose intents an operator resolved (``pm intents resolve``).
+
+        Takes the signal over whoever owns it, follows bound orders to their fills, settles,
+        and lifts the instrument's ambiguous_order block when nothing ambiguous is left.
+        """
+        me = self.limits.instance_id
+
+        def take(u: UnitOfWork) -> tuple[StoredSignal, int] | None:
+            u.portfolio.lock()
+            row = u.signals.get(signal_id)
+            if row is None or row.status not in ("processing", "queued"):
+                return None
+            epoch = u.signals.take_over(row.id, row.claim_epoch, me)
+            return None if epoch is None else (row, epoch)
+
+        taken = self._tx(take)
+        if taken is None:
+            return None
+        row, epoch = taken
+        answer = self.resume(attrs.evolve(row, claim_epoch=epoch), epoch, abandon_after_s=None)
+        instrument = row.signal.instrument
+
+        def unblock(u: UnitOfWork) -> None:
+            u.portfolio.lock()
+            block = u.blocks.get(instrument)
+            if block is None or block.reason != "ambiguous_order":
+                return
+            if not any(s.state == "ambiguous" for s in u.intents.open_for(instrument)):
+                u.blocks.clear(instrument)
+
+        self._tx(unblock)
+        return answer
+
     def _settle(
         self,
         received: ReceivedSignal,
@@ -591,6 +671,9 @@ class SignalService:
     ) -> Answer:
         signal = received.signal
         config = self.config
+        unresolved = [s for s in group.intents if s.state not in TERMINAL_INTENT_STATES]
+        if unresolved:
+            return self._hold(received, reservation, unresolved, request_id)
         fills = group.fills()
         intents = [s.intent for s in group.intents]
         sent = sum(1 for s in group.intents if s.broker_order_id)
@@ -643,6 +726,9 @@ class SignalService:
         started = clock.monotonic()
         received = ReceivedSignal(row.signal, row.fingerprint, row.received_at, signal_id=row.id)
         if row.status == "queued":
+            # A dead owner's queued signal: run the instrument's queue now if nothing is in
+            # flight there (else the T2 that clears the barrier runs it).
+            self._run_queued(row.signal.instrument)
             return Answer(
                 SignalResult(202, in_progress_body("recovery", row.id, row.fingerprint, "queued")),
                 row.id,
