@@ -466,3 +466,37 @@ def test_kill9_then_pm_recover_cli_finishes_the_signal(
     assert not unfinished(pg_url)
     check_once(pg_url, sim, 1)
     assert len(sim.placed()) == 1
+
+
+def test_kill9_with_an_exit_queued_behind_the_entry_both_finish_in_order(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    env = pg_env(pg_url, sim, redis_server.url)
+    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": {"type": "fill", "after_ms": 2000}}])
+    exit_all = gold_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T10:05:00")
+    victim = ServeProcess(env, workdir=tmp_path, name="victim").start()
+    try:
+        poster = threading.Thread(target=lambda: _swallow(lambda: victim.post(GOLD_BASE)))
+        poster.start()
+        wait_for(lambda: sim.placed(), 10, what="the entry was accepted")
+        queued = victim.post(exit_all)
+        assert queued.status_code == 202
+        assert queued.json()["state"] == "queued"
+        victim.kill9()
+        poster.join(timeout=30)
+    finally:
+        victim.close()
+    sim.rules([])
+    with ServeProcess(env, workdir=tmp_path, name="heir") as heir:
+        heir.start()
+        wait_for(lambda: not unfinished(pg_url), 30, what="both signals finished")
+        rows = check_once(pg_url, sim, 2)
+        assert [r.status for r in rows] == ["executed", "executed"]
+        replay = heir.post(exit_all)
+        assert replay.json()["status"] == "duplicate"
+        closed = replay.json()["original"]["body"]["decision"]["positions"]
+        assert [(p["key"], p["lots"]) for p in closed] == [("GOLD_MINI_Long_1", 3)]
+        assert heir.status()["portfolio"]["open_positions"] == 0
+    actions = [c["action"] for c in sim.placed()]
+    assert actions == ["BUY", "SELL"]
+    assert all(q == 0 for q in sim.net_positions().values())

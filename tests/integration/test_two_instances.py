@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -34,6 +35,7 @@ from tests.kit.serve import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+UNFINISHED = "SELECT id FROM signal_log WHERE status IN ('processing', 'queued')"
 
 
 @pytest.fixture
@@ -147,6 +149,37 @@ def test_two_signals_only_one_cap_allows_exactly_one_passes(
         placed = sim.placed()
         assert len(placed) == len(winner["orders"])
         assert {c["symbol"] for c in placed} == {o["symbol"] for o in winner["orders"]}
+    finally:
+        for proc in pair:
+            proc.close()
+
+
+def test_exit_on_one_instance_while_its_entry_fills_on_the_other_is_queued_then_executed(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    pair = start_pair(cluster_env(pg_url, redis_server.url, sim), tmp_path)
+    sim.rules(
+        [{"match": {"endpoint": "placeorder", "nth": 1}, "effect": {"fill": {"after_ms": 1500}}}]
+    )
+    try:
+        entry = gold_payload("BASE_ENTRY")
+        exit_all = gold_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T10:05:00")
+        answers: list[Any] = []
+        poster = threading.Thread(target=lambda: answers.append(pair[0].post(entry)))
+        poster.start()
+        wait_for(lambda: sim.placed(), 10, what="the entry is at the broker")
+        queued = pair[1].post(exit_all)
+        assert queued.status_code == 202
+        assert (queued.json()["status"], queued.json()["state"]) == ("in_progress", "queued")
+        poster.join(timeout=30)
+        assert answers[0].json()["status"] == "executed"
+        wait_for(lambda: not db_rows(pg_url, UNFINISHED), 10, what="the exit ran")
+        final = pair[1].post(exit_all).json()
+        assert final["status"] == "duplicate"
+        assert final["original"]["body"]["status"] == "executed"
+        assert "position_not_open" not in final["original"]["body"]["reason_codes"]
+        assert [c["action"] for c in sim.placed()] == ["BUY", "SELL"]
+        assert pair[0].status()["portfolio"]["open_positions"] == 0
     finally:
         for proc in pair:
             proc.close()
