@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -364,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         factory.close()
         print(f"recovery snapshot {counts} in {result['recovery_load_s']} s (new connection)")
     result.update(
+        load_average_1m=round(os.getloadavg()[0], 2),  # other work on the box skews the figures
+        cpus=os.cpu_count(),
         signals=args.signals,
         positions=args.positions,
         tx_per_run=args.tx,
