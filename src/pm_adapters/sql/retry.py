@@ -32,8 +32,9 @@ from pm_core.errors import (
 T = TypeVar("T")
 
 CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-# Class 08 (connection exception) and the admin/crash shutdown codes: the session is gone.
-CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# Class 08 (connection exception) and the admin/crash shutdown codes: the session is gone;
+# 57014 (statement_timeout hit): the database is too slow to answer, treated as unavailable.
+CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57014"})
 Kind = Literal["conflict", "connection"]
 
 
