@@ -201,3 +201,26 @@ def test_full_jitter_backoff_and_budget() -> None:
     with pytest.raises(StaleVersionError):
         run_transaction(factory, conflict, policy=policy, sleep=slept.append, rng=lambda: 1.0)
     assert factory.calls == 4 and slept == [0.025, 0.05, 0.1]
+
+
+def test_session_timeouts_apply_and_translate(pg_server: PgServer) -> None:
+    """PostgreSQL sessions get the service.md 5 timeouts; hitting one is DatabaseUnavailable."""
+    url = pg_server.create_database("timeouts")
+    engine = create_engine(url, DbSettings(statement_timeout_ms=50, lock_timeout_ms=2000))
+    metadata.create_all(engine)
+    factory = SqlUnitOfWorkFactory(engine)
+    try:
+        with factory.begin() as uow:
+            shown = {
+                name: uow.conn.execute(sa.text(f"SHOW {name}")).scalar()
+                for name in ("lock_timeout", "idle_in_transaction_session_timeout", "TimeZone")
+            }
+            assert shown == {
+                "lock_timeout": "2s",
+                "idle_in_transaction_session_timeout": "30s",
+                "TimeZone": "UTC",
+            }
+            with pytest.raises(DatabaseUnavailable):
+                uow.x(sa.text("SELECT pg_sleep(1)"))
+    finally:
+        engine.dispose()
