@@ -54,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from collections.abc import Iterator, Sequence
@@ -605,6 +606,14 @@ class CpuMeter:
         return shot
 
     @staticmethod
+    def other_percent(before: dict[str, float], after: dict[str, float]) -> float:
+        """CPU other processes on the machine used meanwhile, in % of all cores."""
+        wall = after["wall"] - before["wall"]
+        ours = sum(after[k] - before[k] for k in before if k not in ("wall", "machine"))
+        other = max(0.0, after["machine"] - before["machine"] - ours)
+        return 100 * other / wall / (os.cpu_count() or 1)
+
+    @staticmethod
     def report(before: dict[str, float], after: dict[str, float], signals: int) -> list[str]:
         wall = after["wall"] - before["wall"]
         used = {k: after[k] - before[k] for k in before if k != "wall"}
@@ -632,7 +641,7 @@ class LockSampler:
         self.active = 0
         self.waiting = 0
         self.waited: collections.Counter[str] = collections.Counter()
-        self._stop = asyncio.Event()
+        self._stop = threading.Event()
 
     async def run(self) -> None:
         await asyncio.to_thread(self._loop)
@@ -828,6 +837,7 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         before = meter.snapshot()
         phase2, elapsed = await flood_phase(driver, args.duration_s, args.concurrency)
         after = meter.snapshot()
+        other_pct = CpuMeter.other_percent(before, after)
         sampler.stop()
         await sampling
         completed = [d for d in phase2 if d.outcome]
@@ -891,6 +901,7 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         "executed_fraction": round(
             driver.outcomes["executed"] / max(1, sum(driver.outcomes.values())), 3
         ),
+        "other_work_cpu_percent": round(other_pct),
     }
 
 
