@@ -144,6 +144,8 @@ class PgServer:
         """A new empty database; returns its SQLAlchemy URL."""
         import psycopg
 
+        if not self.is_running():  # a fault test may have left it stopped
+            self.start()
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(
             host="127.0.0.1", port=self.port, user=self.user, dbname="postgres", autocommit=True
