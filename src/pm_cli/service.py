@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from pm_adapters.bootstrap import App, Settings, SettingsError, build, load_settings
-from pm_adapters.bootstrap.settings import is_loopback, redacted
+from pm_adapters.bootstrap.settings import is_loopback, redacted, unknown_environment
 from pm_core.codes import render
 from pm_core.errors import ConfigError, DatabaseUnavailable, NotInitialised, SchemaMismatch
 from pm_core.ports import Ok
@@ -156,6 +156,8 @@ def serve(
         settings.log_format,
         secrets=[s.reveal() for s in settings.webhook_secret],
     )
+    for name in unknown_environment(os.environ):
+        log.warning("unknown environment variable ignored", extra={"variable": name})
     if not settings.webhook_secret:
         if not is_loopback(settings.http_host):
             click.echo("refusing a non-loopback bind without PM_WEBHOOK_SECRET", err=True)

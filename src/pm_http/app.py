@@ -158,7 +158,7 @@ class WebhookHost:
         s = self.settings
         # 1. Gate: the pool-full case comes from submit() below.
         state = self.hosted.state
-        if state != "active":
+        if not self.hosted.accepting:
             reason = "recovering" if state in ("starting", "recovering") else "draining"
             retry = RECOVERY_RETRY_AFTER_S if reason == "recovering" else DRAIN_RETRY_AFTER_S
             return self._unavailable(rid, reason, retry)

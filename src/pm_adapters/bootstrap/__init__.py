@@ -13,6 +13,8 @@ import socket
 from collections.abc import Callable
 from decimal import Decimal
 
+import attrs
+
 from pm_adapters.bootstrap.app import App
 from pm_adapters.bootstrap.settings import Settings, SettingsError, load_settings
 from pm_adapters.clock import SystemClock
@@ -118,6 +120,9 @@ def build(settings: Settings, *, clock: Clock | None = None, broker: Broker | No
     DatabaseUnavailable (exit 3), SchemaMismatch (exit 4), NotInitialised (exit 6).
     """
     clock = clock or SystemClock()
+    # PM_MAX_QUEUE_AGE_S is a service setting that decide applies (stale_in_queue).
+    portfolio = attrs.evolve(settings.domain.portfolio, max_queue_age_s=settings.max_queue_age_s)
+    settings = attrs.evolve(settings, domain=attrs.evolve(settings.domain, portfolio=portfolio))
     instance_id = instance_id_for(settings)
     limits = service_limits(settings, instance_id)
     if settings.database_url in MEMORY_URLS:

@@ -69,6 +69,8 @@ class App:
         self.pid = pid or os.getpid()
         self.service = SignalService(ports, self.config, limits)
         self._state = "starting"
+        # Webhooks are taken while active, and during PM_DRAIN_GRACE_S after draining began.
+        self._accepting = False
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -82,6 +84,11 @@ class App:
     def state(self) -> str:
         """starting | recovering | active | draining | stopped."""
         return self._state
+
+    @property
+    def accepting(self) -> bool:
+        """Whether /webhook takes signals (active, or within the drain grace)."""
+        return self._accepting
 
     def set_observer(self, observer: Observer) -> None:
         """Report service events to ``observer``."""
@@ -98,8 +105,8 @@ class App:
             observer.broker_error(endpoint, outcome)
 
     def submit(self, received: ReceivedSignal, request_id: str) -> Future[SignalResult]:
-        """Queue a validated signal; ServiceUnavailable unless active."""
-        if self._state != "active":
+        """Queue a validated signal; ServiceUnavailable unless active (or in the drain grace)."""
+        if not self._accepting:
             reason, retry = _UNAVAILABLE.get(self._state, ("recovering", 5))
             raise ServiceUnavailable(reason, retry)
         return self.service.submit(received, request_id)
@@ -322,6 +329,7 @@ class App:
         if self.settings.reconcile_on_startup and self.broker_name == "openalgo":
             self.reconcile()
         self._state = "active"
+        self._accepting = True
         self._beat()
         self._spawn("pm-stats", self._stats_loop)
         self._start_scheduler()
@@ -460,7 +468,9 @@ class App:
         self._state = "draining"
         self._beat()
         if self.settings.drain_grace_s > 0:
+            # /ready already says 503, so load balancers stop routing; stragglers still land.
             time.sleep(self.settings.drain_grace_s)
+        self._accepting = False
         finished = self.service.wait_idle(self.settings.shutdown_timeout_s)
         if not finished:
             log.warning("shutdown timeout: unfinished signals are left for takeover")

@@ -27,6 +27,11 @@ class HostedApp(Protocol):
         """starting | recovering | active | draining | stopped."""
         ...
 
+    @property
+    def accepting(self) -> bool:
+        """Whether /webhook takes signals (active, or within the drain grace)."""
+        ...
+
     def set_observer(self, observer: Observer) -> None:
         """Report service events to ``observer`` (metrics)."""
         ...
