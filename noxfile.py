@@ -41,7 +41,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over src, tests and this file."""
     session.install("-e", ".[dev]")
-    session.run("mypy", "src", "tests", "noxfile.py", "benchmarks")
+    session.run("mypy", "src", "tests", "noxfile.py", "benchmarks", "docs")
 
 
 @nox.session
