@@ -500,3 +500,34 @@ def test_kill9_with_an_exit_queued_behind_the_entry_both_finish_in_order(
     actions = [c["action"] for c in sim.placed()]
     assert actions == ["BUY", "SELL"]
     assert all(q == 0 for q in sim.net_positions().values())
+
+
+def test_unknown_send_never_matches_an_order_already_bound_to_another_intent(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """Row 18 after a round trip: the book still shows the earlier identical BUY (bound to
+    the first entry); only the new order may bind, not 'several matches' (openalgo.md 5)."""
+    env = {**sim.env(), "PM_OPENALGO_ORDER_TIMEOUT_S": "0.3"}
+    second_entry = gold_payload("BASE_ENTRY", timestamp="2025-12-01T10:10:00")
+    sim.rules(
+        [
+            {
+                "match": {"endpoint": "placeorder", "nth": 3},
+                "effect": {"type": "accept_then_timeout", "delay_ms": 1500},
+            }
+        ]
+    )
+    with ServeProcess(env, workdir=tmp_path, name="rebind") as pm:
+        pm.start()
+        assert deliver(pm, GOLD_BASE)["status"] == "executed"
+        exit_all = gold_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T10:05:00")
+        assert deliver(pm, exit_all)["status"] == "executed"
+        body = deliver(pm, second_entry)
+        if body["status"] == "duplicate":
+            body = body["original"]["body"]
+        assert body["status"] == "executed", body
+        placed = sim.placed()
+        assert len(placed) == 3
+        assert body["orders"][0]["broker_order_id"] == placed[2]["response_orderid"]
+        assert pm.status()["blocked_instruments"] == {}
+        assert [r["applied"] for r in sim.state()["rules"]] == [1]

@@ -8,6 +8,7 @@ the filled ones, a failed exit leg is retried with a new attempt.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -397,6 +398,7 @@ class Executor:
         if current.state == "sending":
             current = self._move(current, "unknown", {"last_error": "send outcome unknown"})
         sent_at = current.sent_at or clock.now()
+        taken: frozenset[str] | None = None
         while True:
             book = broker.order_book()
             trades = broker.trade_book()
@@ -406,9 +408,21 @@ class Executor:
                     sent_at,
                     book.value,
                     trades.value,
-                    (),
+                    taken or (),
                     self.limits.match_window_s,
                 )
+                if match.kind != "none" and taken is None:
+                    # Orders bound to other intents are never candidates (openalgo.md 5): an
+                    # identical earlier order of ours would otherwise look like a second match.
+                    taken = self._bound_since(current, sent_at)
+                    match = match_unknown(
+                        current.intent,
+                        sent_at,
+                        book.value,
+                        trades.value,
+                        taken,
+                        self.limits.match_window_s,
+                    )
                 if match.kind == "bind" and match.order_id:
                     bound = self._move(current, "accepted", {"broker_order_id": match.order_id})
                     return self.await_fill(bound)
@@ -423,6 +437,39 @@ class Executor:
                     {"last_error": "not found in the books (not venue confirmation)"},
                 )
             clock.sleep(self.limits.lookup_spacing_s)
+
+    def _bound_since(self, current: StoredIntent, sent_at: dt.datetime) -> frozenset[str]:
+        """Broker order ids of other intents sent since the match window opened.
+
+        Intent ids grow with creation, so a bounded scan around ``current`` finds every intent
+        that may own a candidate order; it stops once a run of older sends is seen.
+        """
+        earliest = sent_at - dt.timedelta(seconds=self.limits.match_window_s)
+
+        def scan(u: UnitOfWork) -> frozenset[str]:
+            found: set[str] = set()
+            older = 0
+            for intent_id in range(current.id + _BOUND_SCAN_AHEAD, current.id - _BOUND_SCAN, -1):
+                if intent_id <= 0 or older >= _BOUND_SCAN_OLDER_RUN:
+                    break
+                other = u.intents.get(intent_id) if intent_id != current.id else None
+                if other is None:
+                    continue
+                if other.sent_at is not None and other.sent_at < earliest:
+                    older += 1
+                    continue
+                older = 0
+                if other.broker_order_id:
+                    found.add(other.broker_order_id)
+            return frozenset(found)
+
+        return self._tx(scan)
+
+
+# How far the bound-order scan looks around an unknown intent's id (see _bound_since).
+_BOUND_SCAN = 5000
+_BOUND_SCAN_AHEAD = 200
+_BOUND_SCAN_OLDER_RUN = 50
 
 
 def _order_request(intent: OrderIntent) -> OrderRequest:
