@@ -531,3 +531,36 @@ def test_unknown_send_never_matches_an_order_already_bound_to_another_intent(
         assert body["orders"][0]["broker_order_id"] == placed[2]["response_orderid"]
         assert pm.status()["blocked_instruments"] == {}
         assert [r["applied"] for r in sim.state()["rules"]] == [1]
+
+
+def test_partial_second_leg_and_incomplete_unwind_blocks_the_instrument(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """Row 5/19 with partial fills: the PE sell fills 3 of 7 lots, the CE excess is sold back,
+    but that unwind also fills only half. The position records the hedged 3 lots; the broker
+    still holds unhedged CE lots, so the instrument must be blocked for entries."""
+    sim.rules(
+        [
+            {
+                "match": {"endpoint": "placeorder", "action": "SELL"},
+                "effect": {"type": "partial", "fraction": 0.5, "rest": "cancel"},
+            }
+        ]
+    )
+    with ServeProcess({**sim.env(), "PM_FILL_TIMEOUT_S": "0.5"}, workdir=tmp_path) as pm:
+        pm.start()
+        body = pm.post(bn_payload("BASE_ENTRY")).json()
+        legs = {(o["symbol"][-7:], o["action"]): o for o in body["orders"]}
+        assert legs[("52000PE", "SELL")]["quantity"] == 210
+        positions = pm.positions()["positions"]
+        assert [(p["key"], p["lots"]) for p in positions] == [("BANK_NIFTY_Long_1", 3)]
+        nets = sim.net_positions()
+        assert nets["BANKNIFTY30DEC2552000PE"] == -90
+        assert nets["BANKNIFTY30DEC2552000CE"] > 90, "the unwind fell short (the scenario)"
+        assert pm.status()["blocked_instruments"] == {"BANK_NIFTY": "unwind_failed"}
+        sim.rules([])
+        refused = pm.post(
+            bn_payload("BASE_ENTRY", position="Long_2", timestamp="2025-12-01T10:10:00")
+        )
+        assert refused.json()["status"] in ("rejected", "blocked")
+        assert "instrument_blocked" in refused.json()["reason_codes"]

@@ -173,7 +173,9 @@ class Executor:
                 failed = True
         attention = False
         if opening:
-            self._unwind_excess(fence, finals)
+            # An unwind that falls short leaves unhedged lots at the broker: block entries
+            # until an operator resolves it (service.md 2.4, failed unwind).
+            attention = not self._unwind_excess(fence, finals)
         elif failed and any(self._filled_lots(f) > 0 for f in finals):
             attention = True
         return finals, attention
@@ -221,10 +223,14 @@ class Executor:
             state="filled" if quantity >= first.intent.quantity else later.state,
         )
 
-    def _unwind_excess(self, fence: Fence, finals: Sequence[StoredIntent]) -> None:
-        """Entry legs filled unequally: sell back what exceeds the smallest filled leg."""
+    def _unwind_excess(self, fence: Fence, finals: Sequence[StoredIntent]) -> bool:
+        """Entry legs filled unequally: sell back what exceeds the smallest filled leg.
+
+        Returns False when some excess could not be sold back.
+        """
         if len(finals) < 2:
-            return
+            return True
+        complete = True
         keep = min(self._filled_lots(f) for f in finals)
         for stored in finals:
             excess = self._filled_lots(stored) - keep
@@ -234,10 +240,12 @@ class Executor:
             follow = self._follow_up(stored, stored.intent.attempt + 1, excess, action, "unwind")
             result = self.execute(fence, follow)
             if self._filled_lots(result) < excess:
+                complete = False
                 log.error(
                     "unwind incomplete",
                     extra={"client_order_id": follow.intent.client_order_id},
                 )
+        return complete
 
     def _follow_up(
         self, stored: StoredIntent, attempt: int, lots: int, action: str, origin: str
