@@ -226,6 +226,7 @@ class CompositeLeaderElection:
         self._c = coordinator
         s = coordinator.settings
         self._lease_ms = s.leader_lease_ms
+        self._tick_ms = s.election_tick_ms
         self._db_only = SqlLeaderElection(
             coordinator.fence, coordinator.instance_id, lease_ms=s.leader_lease_ms
         )
@@ -245,9 +246,15 @@ class CompositeLeaderElection:
         if c.mode == "database-only":
             return self._set(self._db_only.try_acquire())
         try:
-            holder = c.redis(c.leader_key.holder)
+            holder, ttl_ms = c.redis(c.leader_key.holder_and_ttl)
             if holder is not None and holder != me:
-                return None
+                if not 0 < ttl_ms <= self._tick_ms:
+                    return None
+                # The key lapses before our next tick: be there when it does, not a tick late.
+                c.clock.sleep(ttl_ms / 1000 + 0.002)
+                holder, _ = c.redis(c.leader_key.holder_and_ttl)
+                if holder is not None and holder != me:
+                    return None
             state = c.fence.state()
             if state.live and state.holder != me:
                 return None

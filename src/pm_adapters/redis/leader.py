@@ -50,6 +50,18 @@ class RedisLeaderKey:
         """The id in the leader key, or None when it is absent."""
         return as_text(redis_call(lambda: self._client.get(self.key)))
 
+    def holder_and_ttl(self) -> tuple[str | None, int]:
+        """The id in the leader key and its remaining milliseconds, in one round trip."""
+
+        def read() -> tuple[str | None, int]:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(self.key)
+            pipe.pttl(self.key)
+            value, ttl = pipe.execute()
+            return as_text(value), int(ttl)
+
+        return redis_call(read)
+
     def claim(self, holder: str, lease_ms: int) -> bool:
         """SET NX PX: True when the key is now ours."""
         return bool(redis_call(lambda: self._client.set(self.key, holder, nx=True, px=lease_ms)))
