@@ -338,7 +338,7 @@ def test_composite_lock_is_degraded_while_redis_is_down(
     fence = SqlFence(engine)
     registry = SqlInstanceRegistry(engine, stale_s=1.0)
     coordinator = Coordinator(
-        make_client(server.url, 100), fence, registry, "inst-a", SystemClock(), TEST_SETTINGS
+        make_client(server.url, 1000), fence, registry, "inst-a", SystemClock(), TEST_SETTINGS
     )
     handle = coordinator.lock.acquire("c" * 64, 5_000)
     assert handle is not None and not handle.degraded and handle.fencing_token is not None

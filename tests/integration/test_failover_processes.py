@@ -28,6 +28,7 @@ TIMING = {
     "stale_s": 1.0,
     "redis_cooldown_s": 0.5,
     "redis_probe_ms": 100,
+    "redis_timeout_ms": 1000,
 }
 
 

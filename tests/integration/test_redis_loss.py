@@ -150,7 +150,7 @@ def test_redis_loss_switches_to_database_only_and_back_without_two_leaders(
             ),
             3,
         ), "L2 resumed"
-        probe = make_client(server.url, 250)
+        probe = make_client(server.url, 1000)
         holder = leader.scheduler.lease
         assert wait_until(
             lambda: (
