@@ -564,3 +564,39 @@ def test_partial_second_leg_and_incomplete_unwind_blocks_the_instrument(
         )
         assert refused.json()["status"] in ("rejected", "blocked")
         assert "instrument_blocked" in refused.json()["reason_codes"]
+
+
+def test_exit_leg_partly_filled_then_rejected_keeps_the_filled_part(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """Exit retries (service.md 2.4): the CE sell fills 3 of 7 lots, both retries of the
+    remainder are rejected. The 3 lots sold must stay sold in the books of pm."""
+    with ServeProcess({**sim.env(), "PM_FILL_TIMEOUT_S": "0.5"}, workdir=tmp_path) as pm:
+        pm.start()
+        assert pm.post(bn_payload("BASE_ENTRY")).json()["status"] == "executed"
+        # Calls 2, 3, 4 of the exit: the CE sell fills half, then two rejects.
+        partial = {"type": "partial", "fraction": 0.5, "rest": "cancel"}
+        reject = {"type": "reject_sync", "message": "RMS: circuit limit"}
+        sim.rules(
+            [
+                {"match": {"endpoint": "placeorder", "nth": 2}, "effect": partial},
+                {"match": {"endpoint": "placeorder", "nth": 2}, "effect": reject},
+                {"match": {"endpoint": "placeorder", "nth": 2}, "effect": reject},
+            ]
+        )
+        exit_all = bn_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T10:05:00")
+        body = pm.post(exit_all).json()
+        attempts = [(o["client_order_id"][-4:], o["state"]) for o in body["orders"]]
+        assert attempts == [
+            ("PE-1", "filled"),
+            ("CE-1", "cancelled"),
+            ("CE-2", "rejected"),
+            ("CE-3", "rejected"),
+        ]
+        nets = sim.net_positions()
+        assert nets["BANKNIFTY30DEC2552000CE"] == 120  # 4 of 7 lots still held
+        closed = [(p["key"], p["lots"]) for p in body["decision"]["positions"]]
+        assert closed == [("BANK_NIFTY_Long_1", 3)], body["decision"]
+        positions = pm.positions()["positions"]
+        assert [(p["key"], p["lots"]) for p in positions] == [("BANK_NIFTY_Long_1", 4)]
+        assert pm.status()["blocked_instruments"] == {"BANK_NIFTY": "unwind_failed"}

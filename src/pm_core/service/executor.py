@@ -189,24 +189,27 @@ class Executor:
         """Exits retry a failed leg (new attempt) up to PM_EXIT_LEG_ATTEMPTS in the window."""
         clock = self.ports.clock
         started = clock.monotonic()
-        current = stored
+        current = stored  # the latest attempt
+        total = stored  # every attempt's fills so far, under the first attempt's id
         attempt = stored.intent.attempt
+        # Until the leg is whole: a partly filled retry is retried again, and lots filled by
+        # an earlier attempt stay counted when later attempts fail.
         while (
-            self._filled_lots(current) < current.intent.lots
+            self._filled_lots(total) < total.intent.lots
             and attempt < self.limits.exit_leg_attempts
             and clock.monotonic() - started < self.limits.exit_leg_window_s
             and current.state in ("rejected", "failed", "cancelled", "not_found")
         ):
             attempt += 1
-            remaining_lots = current.intent.lots - self._filled_lots(current)
+            remaining_lots = total.intent.lots - self._filled_lots(total)
             follow = self._follow_up(
                 current, attempt, remaining_lots, current.intent.action, "signal"
             )
             result = self.execute(fence, follow)
             if self._filled_lots(result) > 0 or result.state == "filled":
-                return self._merge(current, result)
+                total = self._merge(total, result)
             current = result
-        return current if current is not stored else stored
+        return total
 
     def _merge(self, first: StoredIntent, later: StoredIntent) -> StoredIntent:
         """A retried leg's total: quantities add up, the later attempt's price wins."""
