@@ -73,6 +73,11 @@ class MemoryCoordination:
         """The InstanceRegistry."""
         return MemoryInstanceRegistry(self, stale_s)
 
+    def current_epoch(self) -> int | None:
+        """The leader epoch while someone holds the lease, else None (the memory UoW's fence)."""
+        with self.mutex:
+            return self.epoch if self.holder is not None else None
+
     def check(self, epoch: int) -> None:
         """FencedError unless ``epoch`` is the current leader epoch (FenceRepository)."""
         with self.mutex:
