@@ -179,6 +179,10 @@ class Coordinator:
         else:
             self.breaker.record_failure()
 
+    def close(self) -> None:
+        """Close the Redis connections (stop any ReleaseListener first)."""
+        self.client.close()
+
     def _log_mode(self, old: Mode, new: Mode) -> None:
         log.warning("coordination mode %s -> %s", old, new)
 
@@ -434,6 +438,11 @@ class CoordinationPorts:
     def stale_instances(self) -> Sequence[str]:
         """Instances the leader may mark crashed."""
         return self.registry.stale_instances()
+
+    def close(self) -> None:
+        """Release connections (the engine belongs to the caller)."""
+        if self.coordinator is not None:
+            self.coordinator.close()
 
 
 def build_coordination(
