@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.kit.redis_server import RedisServer
@@ -183,3 +184,41 @@ def test_exit_on_one_instance_while_its_entry_fills_on_the_other_is_queued_then_
     finally:
         for proc in pair:
             proc.close()
+
+
+def test_survivor_leader_sweep_finishes_a_killed_instances_signal(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    """service.md 15 rows 4 and 14 together: no restart, the other running instance's
+    leader sweep takes the orphan over (after PM_INSTANCE_STALE_S) and finishes it once."""
+    pair = start_pair(cluster_env(pg_url, redis_server.url, sim), tmp_path)
+    victim, survivor = pair
+    sim.rules([{"match": {"endpoint": "placeorder"}, "effect": {"fill": {"after_ms": 1500}}}])
+    try:
+        entry = gold_payload("BASE_ENTRY")
+        poster = threading.Thread(target=lambda: _swallow(lambda: victim.post(entry)))
+        poster.start()
+        wait_for(lambda: sim.placed(), 10, what="the entry was accepted")
+        victim.kill9()
+        poster.join(timeout=30)
+        assert db_rows(pg_url, UNFINISHED)
+        wait_for(lambda: not db_rows(pg_url, UNFINISHED), 20, what="the sweep finished it")
+        (row,) = db_rows(pg_url, "SELECT status, owner_instance_id FROM signal_log")
+        assert row.status == "executed"
+        assert row.owner_instance_id.startswith("inst2-")
+        assert len(sim.placed()) == 1
+        replay = survivor.post(entry).json()
+        assert replay["status"] == "duplicate"
+        assert replay["original"]["body"]["status"] == "executed"
+        statuses = db_rows(pg_url, "SELECT instance_name, status FROM instance_metadata")
+        assert ("inst1", "crashed") in [(s.instance_name, s.status) for s in statuses]
+    finally:
+        for proc in pair:
+            proc.close()
+
+
+def _swallow(call: Any) -> None:
+    try:
+        call()
+    except httpx.HTTPError:
+        return  # the server was killed under the request
