@@ -339,9 +339,9 @@ class Stack:
             host="127.0.0.1", port=self.pg.port, user=self.pg.user, dbname=database
         )
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.connect() as conn:
-            return list(conn.execute(sql).fetchall())
+            return list(conn.execute(sql, params).fetchall())
 
 
 @contextlib.contextmanager
@@ -415,6 +415,8 @@ class Driver:
         self.kinds: collections.Counter[str] = collections.Counter()
         self.resends = 0
         self.resend_not_duplicate = 0
+        # (fingerprint, first sent at, first 202 body) of signals decided only by a re-send.
+        self.lost: list[tuple[str, dt.datetime, dict[str, Any]]] = []
         self.headers = {"Content-Type": "application/json"}
 
     async def close(self) -> None:
@@ -458,6 +460,8 @@ class Driver:
             return delivery
         delivery.first_ms = (time.perf_counter() - started) * 1000
         delivery.first_status = response.status_code
+        first_sent = dt.datetime.now(dt.UTC) - dt.timedelta(milliseconds=delivery.first_ms)
+        first_body = response.json() if response.status_code == 202 else {}
         deadline = time.monotonic() + COMPLETE_WITHIN_S
         while response.status_code == 202:
             if time.monotonic() > deadline:
@@ -482,6 +486,7 @@ class Driver:
             # Decided afresh by a re-poll: the first delivery, answered 202, had left nothing
             # durable. TradingView sends once, so without our re-sending it would be lost.
             self.errors["202 then lost (decided only by a re-send)"] += 1
+            self.lost.append((str(answer.get("fingerprint")), first_sent, first_body))
         delivery.outcome = str(status)
         delivery.completed_at = time.perf_counter()
         self.outcomes[delivery.outcome] += 1
@@ -884,6 +889,15 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     print(f"errors: {dict(driver.errors)}; unsettled after the run: {left}")
     print(f"broker: {json.dumps(report)}")
     print(f"positions at the end: {json.dumps({k: int(v) for k, v in sorted(positions.items())})}")
+    for fingerprint, sent_at, body in driver.lost[:3]:
+        rows = stack.query(
+            "SELECT id, received_at FROM signal_log WHERE fingerprint = %s", (fingerprint,)
+        )
+        stored = f"row {rows[0][0]} received_at {rows[0][1]:%H:%M:%S.%f}" if rows else "no row"
+        print(
+            f"  lost after 202: {fingerprint[:16]} first sent {sent_at:%H:%M:%S.%f}, 202 said"
+            f" signal_id {body.get('signal_id')}; stored: {stored} (the re-send)"
+        )
     for line in profile:
         print(line)
     return {
