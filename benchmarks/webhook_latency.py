@@ -27,9 +27,10 @@ A 202 ``in_progress`` is re-sent (same payload, same instance) every 50 ms until
 whose signal was decided afresh by a re-send (nothing durable was left by the first delivery:
 TradingView sends once, so that signal would have been lost).
 ``duplicate_executions`` is read afterwards from the simulator (a client order id placed twice,
-an order no intent is bound to) and from signal_log (a fingerprint with more than one executed
-decision). ``--profile`` adds a phase where py-spy samples both instances (CPU of one,
-wall time of the signal path on the other) and prints the hot spots.
+an order no intent is bound to), from signal_log (a fingerprint with more than one executed
+decision) and from the resends (one not answered ``duplicate``). ``--profile`` adds a phase
+where py-spy samples both instances (CPU of one, wall time of the signal path on the other) and
+prints the hot spots.
 
 Usage: python benchmarks/webhook_latency.py [--quick] [--duration-s 60] [--rate 1000]
     [--latency-signals 300] [--concurrency 8] [--seed 20251201] [--profile]
@@ -539,7 +540,9 @@ async def flood_phase(driver: Driver, duration_s: float, concurrency: int
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of ``values``."""
+    """Nearest-rank percentile (q in 0..100) of ``values``; NaN when there are none."""
+    if not values:
+        return math.nan
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
@@ -813,7 +816,6 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     try:
         # A few signals first: connections open, code paths and caches warm.
         await paced_phase(driver, 20 if not args.quick else 10, 6000)
-        driver.errors.clear()
         driver.outcomes.clear()
         driver.kinds.clear()
 
@@ -827,8 +829,8 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         print(
             f"  latency ms: p50 {percentile(latencies, 50):.2f}"
             f"  p95 {percentile(latencies, 95):.2f}"
-            f"  p99 {percentile(latencies, 99):.2f}  max {max(latencies):.2f}"
-            f"  mean {statistics.fmean(latencies):.2f}"
+            f"  p99 {percentile(latencies, 99):.2f}  max {max(latencies, default=math.nan):.2f}"
+            f"  mean {statistics.fmean(latencies or [math.nan]):.2f}"
         )
         print(f"  first answers 202 (completed by re-polling): {later}; errors: {p1_errors}")
         for line in cpu1:
@@ -901,9 +903,9 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     for line in profile:
         print(line)
     return {
-        "p50_ms": round(percentile(latencies, 50), 2),
-        "p95_ms": round(percentile(latencies, 95), 2),
-        "p99_ms": round(percentile(latencies, 99), 2),
+        "p50_ms": _ms(percentile(latencies, 50)),
+        "p95_ms": _ms(percentile(latencies, 95)),
+        "p99_ms": _ms(percentile(latencies, 99)),
         "max_signals_per_min_two_instances": round(per_min),
         "errors": errors,
         "duplicate_executions": duplicates + driver.resend_not_duplicate,
@@ -917,6 +919,11 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         ),
         "other_work_cpu_percent": round(other_pct),
     }
+
+
+def _ms(value: float) -> float | None:
+    """Milliseconds for the JSON line (null when nothing was measured)."""
+    return None if math.isnan(value) else round(value, 2)
 
 
 def window_rates(deliveries: Sequence[Delivery], width_s: float) -> list[float]:
