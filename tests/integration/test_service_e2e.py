@@ -37,8 +37,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CAPITAL = 5_000_000.0
 
 
-def run_trades(pm: ServeProcess) -> list[dict[str, Any]]:
-    """Post both trades in order; every answer is 200 executed with the expected facts."""
+def run_trades(pm: ServeProcess, sim: Sim | None = None) -> list[dict[str, Any]]:
+    """Post both trades in order; every answer is 200 executed with the expected facts.
+
+    With a simulator, after every step its net positions equal what pm's positions hold.
+    """
     bodies = []
     for trade in (bn_trade(), gold_trade()):
         for payload, expected in trade:
@@ -47,7 +50,25 @@ def run_trades(pm: ServeProcess) -> list[dict[str, Any]]:
             body = response.json()
             check_decided(body, expected)
             bodies.append(body)
+            if sim is not None:
+                held = {k: v for k, v in sim.net_positions().items() if v}
+                assert held == expected_nets(pm.positions()["positions"]), payload
     return bodies
+
+
+def expected_nets(positions: list[dict[str, Any]]) -> dict[str, int]:
+    """Broker net quantity per symbol implied by pm's positions (BN: +CE/-PE units; Gold lots)."""
+    nets: dict[str, int] = {}
+    for p in positions:
+        for symbol in p["legs"]:
+            if symbol.endswith("CE"):
+                qty = p["quantity"]
+            elif symbol.endswith("PE"):
+                qty = -p["quantity"]
+            else:
+                qty = p["lots"]  # Gold Mini orders are in lots
+            nets[symbol] = nets.get(symbol, 0) + qty
+    return {k: v for k, v in nets.items() if v}
 
 
 def check_status_flat(status: dict[str, Any]) -> None:
@@ -115,7 +136,7 @@ def test_postgres_redis_simulator_full_trades(
         assert ready["mode"] == "normal"
         assert ready["checks"]["database"]["dialect"] == "postgresql"
         assert ready["checks"]["broker"]["name"] == "openalgo"
-        bodies = run_trades(pm)
+        bodies = run_trades(pm, sim)
         check_replay(pm, gold_trade()[1][0], bodies[5])
         check_status_flat(pm.status())
         assert pm.terminate() == 0
