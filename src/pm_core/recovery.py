@@ -100,6 +100,7 @@ def recover(
     *,
     dry_run: bool = False,
     release_locks: bool = True,
+    check: bool = True,
 ) -> RecoveryReport:
     """Take over and finish the signals of dead owners; report every invariant warning."""
     ports = service.ports
@@ -110,7 +111,9 @@ def recover(
 
     with ports.uow.begin("signal", read_only=True) as unit:
         snapshot, in_flight, open_intents = read(unit)
-    warnings = check_invariants(snapshot, open_intents)
+    # Invariants are a start-up check (service.md 8 step 7); the periodic sweep runs while
+    # signals settle, where a reservation between its reads would look like a breach.
+    warnings = check_invariants(snapshot, open_intents) if check else []
     for w in warnings:
         log.warning("recovery invariant", extra={"code": w.code, "subject": w.subject})
     orphans = [

@@ -392,7 +392,7 @@ class App:
             for instance_id in stale():
                 if instance_id != self.instance_id:
                     registry.mark_crashed(instance_id)
-        report = recover(self.service, registry.is_live, release_locks=False)
+        report = recover(self.service, registry.is_live, release_locks=False, check=False)
         if report.takeovers:
             log.info("sweep took over signals", extra={"signals": list(report.takeovers)})
 

@@ -56,6 +56,9 @@ _FINAL_FILL_STATE: Mapping[str, str] = {
 }
 
 
+_STORED_FIELDS = frozenset(f.name for f in attrs.fields(StoredIntent))
+
+
 def fill_of(stored: StoredIntent) -> Fill:
     """The Fill an intent's recorded state amounts to."""
     state = _FINAL_FILL_STATE.get(stored.state, "failed")
@@ -126,11 +129,15 @@ class Executor:
         self, stored: StoredIntent, to: IntentState, data: Mapping[str, Any] | None = None
     ) -> StoredIntent:
         frm = stored.state
-        moved = self._tx(lambda u: u.intents.transition(stored.id, frm, to, dict(data or {})))
-        if moved:
-            self.observer.intent_state(frm, -1)
-            self.observer.intent_state(to, 1)
-        return self._get(stored.id)
+        values = dict(data or {})
+        moved = self._tx(lambda u: u.intents.transition(stored.id, frm, to, values))
+        if not moved:
+            return self._get(stored.id)  # it changed under us: read what it is now
+        self.observer.intent_state(frm, -1)
+        self.observer.intent_state(to, 1)
+        # The conditional update succeeded, so the row is exactly this: no re-read needed.
+        kept = {k: v for k, v in values.items() if k in _STORED_FIELDS}
+        return attrs.evolve(stored, state=to, **kept)
 
     # ------------------------------------------------------------------ group
 
@@ -397,8 +404,7 @@ class Executor:
         if detail and state != "filled":
             intent = stored.intent
             data["last_error"] = f"{intent.symbol} {intent.action} {intent.quantity} {detail}"
-        current = self._get(stored.id)
-        return self._move(current, state, data)
+        return self._move(stored, state, data)
 
     def resolve_unknown(self, stored: StoredIntent) -> StoredIntent:
         """Find an unknown order in the books by its parameters; bind, or not_found in time."""

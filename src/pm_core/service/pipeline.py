@@ -270,11 +270,9 @@ class SignalService:
                         entry.terminal.http_status, entry.completed_at, entry.terminal.body
                     ),
                 )
-            return SignalResult(
-                202, in_progress_body(request_id, entry.signal_id, fp, "processing")
-            )
+            return self.in_progress(received, request_id)
         if not self.l1.begin(fp):
-            return SignalResult(202, in_progress_body(request_id, None, fp, "processing"))
+            return self.in_progress(received, request_id)
         handle: LockHandle | None = None
         answer: Answer | None = None
         try:
@@ -315,9 +313,23 @@ class SignalService:
             )
 
     def in_progress(self, received: ReceivedSignal, request_id: str) -> SignalResult:
-        """The 202 answer for a signal still being worked on."""
+        """The answer past the response deadline: 202 once T1 committed, else 503.
+
+        No 2xx before T1 commits (service.md 5): if the signal is still waiting for its
+        reservation, the caller is told to retry; a retry is answered from the stored row.
+        """
         entry = self.l1.get(received.fingerprint)
+        if entry is not None and entry.terminal is not None:
+            return entry.terminal
         signal_id = entry.signal_id if entry is not None else None
+        if signal_id is None:
+            body = {
+                "status": "unavailable",
+                "request_id": request_id,
+                "reason": "overloaded",
+                "retry_after_s": 1,
+            }
+            return SignalResult(503, body, retry_after_s=1)
         return SignalResult(
             202, in_progress_body(request_id, signal_id, received.fingerprint, "processing")
         )
@@ -458,15 +470,17 @@ class SignalService:
         clock = self.ports.clock
         me = self.limits.instance_id
 
+        new_row: list[int] = []  # the committed attempt's claim, if it inserted the row
+
         def work(u: UnitOfWork) -> Answer | Reservation:
+            new_row.clear()
             if claimed is None:
                 claim = u.signals.claim(signal, fp, received.received_at, me, 1)
                 if isinstance(claim, Existing):
                     return self._answer_l3(claim, request_id, fp, u, signal)
                 assert isinstance(claim, Claimed)
                 signal_id, epoch = claim.id, claim.epoch
-                self.l1.note_signal_id(fp, signal_id)
-                u.statistics.add({"signals_received": 1})
+                new_row.append(signal_id)
             else:
                 signal_id, epoch = claimed
             snapshot = u.portfolio.lock()
@@ -514,7 +528,14 @@ class SignalService:
             )
             return Reservation(signal_id, epoch, decision, stored)
 
-        return self._tx(work)
+        result = self._tx(work)
+        if new_row:
+            # T1 committed a new signal row. Counted here, buffered and flushed by the runtime,
+            # so that no counter row is locked inside T1 (it serialized every signal).
+            self.count("signals_received")
+        if isinstance(result, Reservation):
+            self.l1.note_signal_id(fp, result.signal_id)  # committed: 202s may name it
+        return result
 
     def _answer_l3(
         self, claim: Existing, request_id: str, fp: str, u: UnitOfWork, signal: Signal
