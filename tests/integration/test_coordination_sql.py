@@ -35,8 +35,8 @@ from pm_adapters.sql.tables import (
     signal_log,
 )
 from pm_core.errors import FencedError, RateBudgetExceeded
-from pm_core.ports import InstanceInfo
-from pm_core.service.jobs import crash_stale_instances
+from pm_core.ports import InstanceInfo, Lease
+from pm_core.service.jobs import LeaderScheduler, LeaderTimings, crash_stale_instances
 from tests.kit.coordination import TEST_SETTINGS, sql_engine
 from tests.kit.redis_server import RedisServer
 
@@ -369,3 +369,56 @@ def test_database_only_build_reports_leadership_in_heartbeats(engine: sa.Engine)
     assert not rows[me].is_leader and rows[me].status == "draining"
     handle = ports.lock.acquire("d" * 64, 1000)
     assert handle is not None and handle.degraded
+
+
+def lease_of(scheduler: LeaderScheduler) -> Lease | None:
+    return scheduler.lease
+
+
+def test_leader_released_notice_wakes_a_follower_before_its_tick(
+    pg_url: str, redis_server: RedisServer
+) -> None:
+    engine = sql_engine(pg_url)
+    fence = SqlFence(engine)
+    registry = SqlInstanceRegistry(engine, stale_s=5)
+    settings = attrs.evolve(
+        TEST_SETTINGS,
+        prefix=f"n{uuid.uuid4().hex[:6]}:",
+        leader_lease_ms=6000,
+        leader_renew_ms=2000,
+        election_tick_ms=2000,
+    )
+    clock = SystemClock()
+    leader = Coordinator(make_client(redis_server.url, 1000), fence, registry, "a", clock, settings)
+    follower = Coordinator(
+        make_client(redis_server.url, 1000), fence, registry, "b", clock, settings
+    )
+    lease = leader.leader.try_acquire()
+    assert lease is not None
+    scheduler = LeaderScheduler(
+        follower.leader,
+        clock,
+        retention=lambda epoch: None,
+        retention_at=dt.time(2, 30),
+        tz=UTC,
+        timings=LeaderTimings(6000, 2000, 2000),
+    )
+    listener = follower.listen_released(lambda holder: scheduler.wake())
+    scheduler.start()
+    try:
+        time.sleep(0.5)  # the follower's first round found a leader; it now sleeps 2 s
+        assert lease_of(scheduler) is None
+        resigned_at = time.monotonic()
+        leader.leader.resign(lease)
+        while lease_of(scheduler) is None and time.monotonic() - resigned_at < 1.9:
+            time.sleep(0.005)
+        took = time.monotonic() - resigned_at
+        new = lease_of(scheduler)
+        assert new is not None and new.epoch > lease.epoch
+        assert took < 1.0, f"woken by the notice, not the 2 s tick ({took:.3f} s)"
+    finally:
+        scheduler.stop()
+        listener.stop()
+        leader.close()
+        follower.close()
+        engine.dispose()
