@@ -141,7 +141,7 @@ def _build_memory(
     coordination = MemoryCoordination(clock)
     uow = MemoryUnitOfWorkFactory(
         now=clock.now,
-        fence_epoch=lambda: coordination.epoch if coordination.holder is not None else None,
+        fence_epoch=coordination.current_epoch,
     )
     uow.initialise(settings.domain.portfolio.initial_capital)
     rate = LocalRateBudget(

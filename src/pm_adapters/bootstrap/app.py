@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 from pm_adapters.bootstrap.settings import Settings
 from pm_core.calendar import instrument_for_symbol, is_session_open
@@ -21,7 +21,14 @@ from pm_core.model import ReceivedSignal
 from pm_core.ports import InstanceInfo, Ok, Ports
 from pm_core.recovery import RecoveryReport, recover
 from pm_core.service.api import Observer, ServiceUnavailable, SignalResult
-from pm_core.service.jobs import IntervalJob, LeaderScheduler, LeaderTimings
+from pm_core.service.jobs import (
+    IntervalJob,
+    LeaderScheduler,
+    LeaderTimings,
+    StaleInstanceRegistry,
+    clear_orphaned_locks,
+    crash_stale_instances,
+)
 from pm_core.service.limits import ServiceLimits
 from pm_core.service.pipeline import SignalService
 from pm_core.service.reconciliation import ReconciliationRun, reconcile
@@ -387,11 +394,8 @@ class App:
     def _sweep(self, epoch: int) -> None:
         del epoch  # takeovers are fenced by claim epochs, not the leader epoch
         registry = self.ports.registry
-        stale = getattr(registry, "stale_instances", None)
-        if stale is not None:
-            for instance_id in stale():
-                if instance_id != self.instance_id:
-                    registry.mark_crashed(instance_id)
+        if hasattr(registry, "stale_instances"):  # the memory registry has no staleness
+            crash_stale_instances(cast(StaleInstanceRegistry, registry))
         report = recover(self.service, registry.is_live, release_locks=False, check=False)
         if report.takeovers:
             log.info("sweep took over signals", extra={"signals": list(report.takeovers)})
@@ -435,7 +439,7 @@ class App:
 
     def _lock_cleanup(self, epoch: int) -> None:
         del epoch
-        self.ports.lock.release_orphans(self.ports.registry.is_live)
+        clear_orphaned_locks(self.ports.lock, self.ports.registry)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -499,6 +503,10 @@ class App:
         if callable(closer):
             with contextlib.suppress(Exception):
                 closer()
+        coordination_close = getattr(self.coordination, "close", None)
+        if callable(coordination_close):
+            with contextlib.suppress(Exception):
+                coordination_close()
         if self.engine is not None:
             self.engine.dispose()
 
