@@ -314,15 +314,22 @@ class Executor:
             if isinstance(result, Accepted):
                 if self.mode_guard is not None:
                     self.mode_guard.observed(result.mode)
-                accepted = self._move(
-                    claimed,
-                    "accepted",
-                    {
-                        "broker_order_id": result.order_id,
-                        "broker_mode": result.mode,
-                        "acked_at": clock.now(),
-                    },
+                bound: dict[str, Any] = {
+                    "broker_order_id": result.order_id,
+                    "broker_mode": result.mode,
+                    "acked_at": clock.now(),
+                }
+                # Read the status at once (service.md 2.4): a market order usually filled
+                # already, and one transition then records both the order id and the fill. A
+                # crash before it leaves the intent `sending`: recovery finds it in the books.
+                status = self.ports.broker.order_status(
+                    result.order_id, claimed.intent.client_order_id
                 )
+                if isinstance(status, Ok) and status.value.status.upper() == "COMPLETE":
+                    average = status.value.average_price or self._trade_fill(result.order_id)[1]
+                    bound.update(filled_quantity=claimed.intent.quantity, average_price=average)
+                    return self._move(claimed, "filled", bound)
+                accepted = self._move(claimed, "accepted", bound)
                 return self.await_fill(accepted)
             if isinstance(result, Definitive):
                 in_time = (clock.monotonic() - first_claim) * 1000 < self.limits.send_deadline_ms
