@@ -22,7 +22,13 @@ from pm_core.calendar import (
 from pm_core.config import DomainConfig, InstrumentConfig
 from pm_core.gates import base_entry_gate, pyramid_gates
 from pm_core.marking import effective_stop, mark
-from pm_core.metrics import equity_view, instrument_open_pnl, margin_available, risk_totals
+from pm_core.metrics import (
+    RiskTotals,
+    equity_view,
+    instrument_open_pnl,
+    margin_available,
+    risk_totals,
+)
 from pm_core.model import (
     EMPTY_MARKET,
     RECORDED_OUTCOMES,
@@ -215,12 +221,19 @@ def _mark_instrument(
         )
 
 
-def _refuse(draft: _Draft, outcome: str, found: list[Code], stat: str) -> Decision:
+def _refuse(
+    draft: _Draft,
+    outcome: str,
+    found: list[Code],
+    stat: str,
+    sizing: BaseSizing | PyramidSizing | None = None,
+) -> Decision:
     draft.statistics[stat] = draft.statistics.get(stat, 0) + 1
     return Decision(
         outcome=outcome,  # type: ignore[arg-type]
         codes=tuple(found),
         messages=tuple(reason.render(c) for c in found),
+        sizing=sizing,
         events=tuple(draft.events),
         changes=draft.changes(),
         intents=tuple(draft.intents),
@@ -259,9 +272,21 @@ def _sizing_equity(
     return equity_view(snapshot.closed_equity, draft.positions, portfolio).sizing
 
 
-def _stop_warning(draft: _Draft, signal: Signal, stop: float, fallback: bool) -> None:
+def _entry_inputs(
+    draft: _Draft,
+    snapshot: PortfolioSnapshot,
+    market: MarketContext,
+    config: DomainConfig,
+    signal: Signal,
+    instrument: InstrumentConfig,
+) -> tuple[float, float, RiskTotals, float]:
+    """Effective stop (with its warning), sizing equity E, risk totals and margin M."""
+    stop, fallback = effective_stop(signal.price, signal.stop, signal.atr, instrument)
     if fallback:
         draft.events.append(Code("stop_fallback_atr", {"stop": signal.stop, "effective": stop}))
+    equity = _sizing_equity(draft, snapshot, market, config)
+    totals = risk_totals(draft.positions, config)
+    return stop, equity, totals, margin_available(equity, totals.margin_used, config.portfolio)
 
 
 def _decide_base(
@@ -294,11 +319,9 @@ def _decide_base(
             "entries_rejected",
         )
     pv = contract.point_value
-    stop, fallback = effective_stop(signal.price, signal.stop, signal.atr, instrument)
-    _stop_warning(draft, signal, stop, fallback)
-    equity = _sizing_equity(draft, snapshot, market, config)
-    totals = risk_totals(draft.positions, config)
-    m_avail = margin_available(equity, totals.margin_used, config.portfolio)
+    stop, equity, totals, m_avail = _entry_inputs(
+        draft, snapshot, market, config, signal, instrument
+    )
     sizing = size_base(
         signal.price,
         stop,
@@ -313,7 +336,7 @@ def _decide_base(
     )
     if sizing.final <= 0:
         code = _zero_base_code(sizing, signal, stop)
-        return _blocked(draft, [code], sizing, "entries_blocked")
+        return _refuse(draft, "blocked", [code], "entries_blocked", sizing)
     gate = base_entry_gate(
         signal.price,
         stop,
@@ -326,7 +349,7 @@ def _decide_base(
         config.portfolio,
     )
     if gate:
-        return _blocked(draft, list(gate), sizing, "entries_blocked")
+        return _refuse(draft, "blocked", list(gate), "entries_blocked", sizing)
     position = _new_position(
         draft,
         signal,
@@ -353,21 +376,6 @@ def _zero_base_code(sizing: BaseSizing, signal: Signal, stop: float) -> Code:
     if sizing.limiter == "invalid_volatility":
         return Code("invalid_volatility", {"atr": signal.atr})
     return Code("zero_lots", {"limiter": sizing.limiter})
-
-
-def _blocked(
-    draft: _Draft, found: list[Code], sizing: BaseSizing | PyramidSizing, stat: str
-) -> Decision:
-    draft.statistics[stat] = draft.statistics.get(stat, 0) + 1
-    return Decision(
-        outcome="blocked",
-        codes=tuple(found),
-        messages=tuple(reason.render(c) for c in found),
-        sizing=sizing,
-        events=tuple(draft.events),
-        changes=draft.changes(),
-        intents=tuple(draft.intents),
-    )
 
 
 def _pending(draft: _Draft, sizing: BaseSizing | PyramidSizing, position: Position) -> Decision:
@@ -404,11 +412,9 @@ def _decide_pyramid(
             "pyramids_blocked",
         )
     pv = anchor.point_value
-    stop, fallback = effective_stop(signal.price, signal.stop, signal.atr, instrument)
-    _stop_warning(draft, signal, stop, fallback)
-    equity = _sizing_equity(draft, snapshot, market, config)
-    totals = risk_totals(draft.positions, config)
-    m_avail = margin_available(equity, totals.margin_used, config.portfolio)
+    stop, equity, totals, m_avail = _entry_inputs(
+        draft, snapshot, market, config, signal, instrument
+    )
     base_risk = (
         max(0.0, anchor.entry_price - anchor.initial_stop) * anchor.lots * anchor.point_value
     )
@@ -440,7 +446,7 @@ def _decide_pyramid(
         config.portfolio,
     )
     if report.codes:
-        return _blocked(draft, list(report.codes), sizing, "pyramids_blocked")
+        return _refuse(draft, "blocked", list(report.codes), "pyramids_blocked", sizing)
     symbols: tuple[float | None, str | None, str | None, str | None] = (None, None, None, None)
     if anchor.expiry is not None:
         # The anchor's contract is tradable (it holds it); only the strike is new (ATM now).
