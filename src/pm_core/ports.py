@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 
 import attrs
 
@@ -58,6 +58,31 @@ IntentState = Literal[
 ]
 TERMINAL_INTENT_STATES = frozenset(
     {"filled", "cancelled", "rejected", "failed", "not_found", "abandoned"}
+)
+SIGNAL_STATES: tuple[str, ...] = get_args(SignalState)
+INTENT_STATES: tuple[str, ...] = get_args(IntentState)
+# service.md 11: the trading_statistics counters; any other name is refused.
+STATISTIC_NAMES: tuple[str, ...] = (
+    "signals_received",
+    "entries_executed",
+    "entries_blocked",
+    "entries_rejected",
+    "pyramids_executed",
+    "pyramids_blocked",
+    "pyramids_rejected",
+    "exits_executed",
+    "exits_rejected",
+    "stop_hit_exits",
+    "orders_placed",
+    "orders_failed",
+    "rollovers_executed",
+    "rollovers_failed",
+    "rollover_cost_total",
+    "duplicates_l1",
+    "duplicates_l2",
+    "duplicates_l3",
+    "duplicates_near",
+    "signals_invalid",
 )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from pm_adapters.sql.rows import jsonable
+from pm_core import ports
 from pm_core.errors import (
     ClaimLost,
     DuplicateKey,
@@ -67,42 +68,8 @@ from pm_core.ports import (
 
 UTC = dt.UTC
 LIVE = frozenset({"pending_open", "open", "partial", "closing"})
-STATISTIC_NAMES = frozenset(
-    {
-        "signals_received",
-        "entries_executed",
-        "entries_blocked",
-        "entries_rejected",
-        "pyramids_executed",
-        "pyramids_blocked",
-        "pyramids_rejected",
-        "exits_executed",
-        "exits_rejected",
-        "stop_hit_exits",
-        "orders_placed",
-        "orders_failed",
-        "rollovers_executed",
-        "rollovers_failed",
-        "rollover_cost_total",
-        "duplicates_l1",
-        "duplicates_l2",
-        "duplicates_l3",
-        "duplicates_near",
-        "signals_invalid",
-    }
-)
-SIGNAL_STATES = frozenset(
-    {
-        "queued",
-        "processing",
-        "executed",
-        "partially_executed",
-        "blocked",
-        "rejected",
-        "failed",
-        "duplicate",
-    }
-)
+STATISTIC_NAMES = frozenset(ports.STATISTIC_NAMES)
+SIGNAL_STATES = frozenset(ports.SIGNAL_STATES)
 TERMINAL_SIGNAL = SIGNAL_STATES - {"queued", "processing"}
 INTENT_DATA_KEYS = frozenset(
     {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from pm_adapters.sql.types import BigId, Json, Money, Price, UtcDateTime
+from pm_core.ports import INTENT_STATES, SIGNAL_STATES, STATISTIC_NAMES
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -24,31 +25,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 POSITION_STATUSES = ("pending_open", "open", "partial", "closing", "closed", "failed")
 LIVE_POSITION_STATUSES = ("pending_open", "open", "partial", "closing")
 ROLLOVER_STATUSES = ("none", "in_progress", "rolled", "failed", "abandoned")
-SIGNAL_STATES = (
-    "queued",
-    "processing",
-    "executed",
-    "partially_executed",
-    "blocked",
-    "rejected",
-    "failed",
-    "duplicate",
-)
 INTENT_ORIGINS = ("signal", "rollover", "unwind", "manual")
-INTENT_STATES = (
-    "pending",
-    "sending",
-    "accepted",
-    "partially_filled",
-    "filled",
-    "unknown",
-    "ambiguous",
-    "cancelled",
-    "rejected",
-    "failed",
-    "not_found",
-    "abandoned",
-)
 NON_TERMINAL_INTENT_STATES = (
     "pending",
     "sending",
@@ -61,29 +38,6 @@ INSTANCE_STATUSES = ("starting", "active", "draining", "stopped", "crashed")
 RELEASE_REASONS = ("resigned", "lease_lost", "fenced", "redis_lost", "crashed_detected")
 LEDGER_KINDS = ("deposit", "withdraw", "trading_pnl", "rollover_pnl", "adjustment")
 BLOCK_REASONS = ("reconciliation", "ambiguous_order", "unwind_failed", "manual")
-# service.md 11 counters (the domain 7.1 counters are among them); any other name is refused.
-STATISTIC_NAMES = (
-    "signals_received",
-    "entries_executed",
-    "entries_blocked",
-    "entries_rejected",
-    "pyramids_executed",
-    "pyramids_blocked",
-    "pyramids_rejected",
-    "exits_executed",
-    "exits_rejected",
-    "stop_hit_exits",
-    "orders_placed",
-    "orders_failed",
-    "rollovers_executed",
-    "rollovers_failed",
-    "rollover_cost_total",
-    "duplicates_l1",
-    "duplicates_l2",
-    "duplicates_l3",
-    "duplicates_near",
-    "signals_invalid",
-)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
