@@ -99,7 +99,7 @@ def test_retry_rides_out_a_restart(pg_server: PgServer, factory: SqlUnitOfWorkFa
         _t1,
         policy=RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05, budget_s=30),
         sleep=sleep_then_restart,
-        on_retry=lambda exc, n: attempts.append(n),
+        on_retry=lambda exc: attempts.append(len(attempts) + 1),
     )
     assert attempts == [1] and signal_id > 0
 

@@ -9,11 +9,12 @@ conflicts become ``StaleVersionError``, connection loss ``DatabaseUnavailable`` 
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import attrs
 import sqlalchemy as sa
@@ -28,6 +29,9 @@ from pm_core.errors import (
     PmError,
     StaleVersionError,
 )
+from pm_core.ports import TxKind, UnitOfWorkFactory
+from pm_core.service.tx import RetryPolicy as RetryPolicy  # re-exported for callers
+from pm_core.service.tx import in_transaction
 
 T = TypeVar("T")
 
@@ -213,63 +217,53 @@ class _Begins(Protocol):
     def begin(self, kind: Any = "signal", *, read_only: bool = False) -> Any: ...
 
 
+def policy_from(s: DbSettings, *, background: bool = False) -> RetryPolicy:
+    """The request-path (or background) retry policy of these settings."""
+    budget = s.tx_budget_background_ms if background else s.tx_budget_request_ms
+    return RetryPolicy(
+        s.tx_attempts, s.tx_backoff_base_ms / 1000, s.tx_backoff_cap_ms / 1000, budget / 1000
+    )
+
+
 @attrs.frozen
-class RetryPolicy:
-    """PM_TX_ATTEMPTS and full-jitter backoff base x 2^n capped, within a total budget."""
+class _Timing:
+    """A Clock made of plain functions (tests and benchmarks pass their own)."""
 
-    attempts: int = 4
-    base_s: float = 0.025
-    cap_s: float = 0.5
-    budget_s: float = 2.0
+    sleep_fn: Callable[[float], None]
+    monotonic_fn: Callable[[], float]
 
-    @classmethod
-    def from_settings(cls, s: DbSettings, *, background: bool = False) -> RetryPolicy:
-        """The request-path (or background) policy of these settings."""
-        budget = s.tx_budget_background_ms if background else s.tx_budget_request_ms
-        return cls(
-            s.tx_attempts, s.tx_backoff_base_ms / 1000, s.tx_backoff_cap_ms / 1000, budget / 1000
-        )
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
 
-    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
-        """Full jitter: uniform in [0, min(cap, base x 2^attempt))."""
-        return float(rng()) * min(self.cap_s, self.base_s * float(2**attempt))
+    def monotonic(self) -> float:
+        return self.monotonic_fn()
+
+    def sleep(self, seconds: float) -> None:
+        self.sleep_fn(seconds)
 
 
 def run_transaction(
     factory: _Begins,
     work: Callable[[Any], T],
     *,
-    kind: str = "signal",
-    read_only: bool = False,
+    kind: TxKind = "signal",
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    on_retry: Callable[[BaseException], None] | None = None,
     rng: Callable[[], float] = random.random,
-    on_retry: Callable[[BaseException, int], None] | None = None,
 ) -> T:
     """Run ``work(uow)`` and commit, retrying transient failures from a fresh unit of work.
 
-    ``work`` must not commit; it must be idempotent when re-run (every attempt re-reads).
-    ``CommitUnknown`` is not retried: the caller re-reads by idempotency key first.
+    The service's retry loop (``pm_core.service.tx.in_transaction``) with plain sleep and
+    monotonic functions; ``work`` must not commit and must be idempotent when re-run.
     """
-    p = policy or RetryPolicy()
-    started = monotonic()
-    attempt = 0
-    while True:
-        try:
-            with factory.begin(kind, read_only=read_only) as uow:
-                result = work(uow)
-                uow.commit()
-                return result
-        except (StaleVersionError, DatabaseUnavailable) as exc:
-            if isinstance(exc, CommitUnknown):
-                raise
-            attempt += 1
-            if attempt >= p.attempts:
-                raise
-            wait = p.delay(attempt - 1, rng)
-            if monotonic() - started + wait > p.budget_s:
-                raise
-            if on_retry is not None:
-                on_retry(exc, attempt)
-            sleep(wait)
+    return in_transaction(
+        cast(UnitOfWorkFactory, factory),
+        work,
+        _Timing(sleep, monotonic),
+        policy or RetryPolicy(),
+        kind=kind,
+        on_retry=on_retry,
+        rng=rng,
+    )

@@ -36,6 +36,7 @@ def in_transaction(
     *,
     kind: TxKind = "signal",
     on_retry: Callable[[BaseException], None] | None = None,
+    rng: Callable[[], float] = random.random,
 ) -> T:
     """Run ``work`` in a unit of work and commit; retry stale versions and lost connections.
 
@@ -54,7 +55,7 @@ def in_transaction(
             if isinstance(exc, CommitUnknown):
                 raise
             attempt += 1
-            wait = policy.delay(attempt - 1)
+            wait = policy.delay(attempt - 1, rng)
             if attempt >= policy.attempts or clock.monotonic() - started + wait > policy.budget_s:
                 raise
             if on_retry is not None:
