@@ -536,9 +536,10 @@ def test_unknown_send_never_matches_an_order_already_bound_to_another_intent(
 def test_partial_second_leg_and_incomplete_unwind_blocks_the_instrument(
     sim: Sim, tmp_path: Path
 ) -> None:
-    """Row 5/19 with partial fills: the PE sell fills 3 of 7 lots, the CE excess is sold back,
-    but that unwind also fills only half. The position records the hedged 3 lots; the broker
-    still holds unhedged CE lots, so the instrument must be blocked for entries."""
+    """Rows 5/19 with partial fills: every SELL fills only half of what it asks. The PE leg is
+    completed as far as the attempts allow, the CE excess is sold back, but that unwind too
+    falls short. The position records the hedged lots; the broker still holds unhedged CE
+    lots, so the instrument must be blocked for entries."""
     sim.rules(
         [
             {
@@ -550,13 +551,14 @@ def test_partial_second_leg_and_incomplete_unwind_blocks_the_instrument(
     with ServeProcess({**sim.env(), "PM_FILL_TIMEOUT_S": "0.5"}, workdir=tmp_path) as pm:
         pm.start()
         body = pm.post(bn_payload("BASE_ENTRY")).json()
-        legs = {(o["symbol"][-7:], o["action"]): o for o in body["orders"]}
-        assert legs[("52000PE", "SELL")]["quantity"] == 210
-        positions = pm.positions()["positions"]
-        assert [(p["key"], p["lots"]) for p in positions] == [("BANK_NIFTY_Long_1", 3)]
+        pe_sells = [o for o in body["orders"] if o["symbol"].endswith("PE")]
+        assert [o["quantity"] for o in pe_sells] == [210, 120, 60]  # 3 + 2 + 1 lots filled
         nets = sim.net_positions()
-        assert nets["BANKNIFTY30DEC2552000PE"] == -90
-        assert nets["BANKNIFTY30DEC2552000CE"] > 90, "the unwind fell short (the scenario)"
+        hedged = -nets["BANKNIFTY30DEC2552000PE"] // 30
+        assert hedged == 6
+        positions = pm.positions()["positions"]
+        assert [(p["key"], p["lots"]) for p in positions] == [("BANK_NIFTY_Long_1", hedged)]
+        assert nets["BANKNIFTY30DEC2552000CE"] > hedged * 30, "the unwind fell short"
         assert pm.status()["blocked_instruments"] == {"BANK_NIFTY": "unwind_failed"}
         sim.rules([])
         refused = pm.post(
@@ -600,3 +602,32 @@ def test_exit_leg_partly_filled_then_rejected_keeps_the_filled_part(
         positions = pm.positions()["positions"]
         assert [(p["key"], p["lots"]) for p in positions] == [("BANK_NIFTY_Long_1", 4)]
         assert pm.status()["blocked_instruments"] == {"BANK_NIFTY": "unwind_failed"}
+
+
+def test_entry_leg_partly_filled_is_completed_before_the_next_leg(sim: Sim, tmp_path: Path) -> None:
+    """service.md 2.4: on a leg failure, complete the missing quantity while the entry is
+    young and no leg was definitively rejected; only otherwise unwind."""
+    sim.rules(
+        [
+            {
+                "match": {"endpoint": "placeorder", "nth": 1},
+                "effect": {"type": "partial", "fraction": 0.5, "rest": "cancel"},
+            }
+        ]
+    )
+    with ServeProcess({**sim.env(), "PM_FILL_TIMEOUT_S": "0.5"}, workdir=tmp_path) as pm:
+        pm.start()
+        body = pm.post(bn_payload("BASE_ENTRY")).json()
+        assert body["status"] == "executed", body
+        sent = [(o["client_order_id"][-4:], o["quantity"], o["state"]) for o in body["orders"]]
+        assert sent == [
+            ("CE-1", 210, "cancelled"),
+            ("CE-2", 120, "filled"),
+            ("PE-1", 210, "filled"),
+        ]
+        assert [(p["key"], p["lots"]) for p in body["decision"]["positions"]] == [
+            ("BANK_NIFTY_Long_1", 7)
+        ]
+        nets = sim.net_positions()
+        assert nets == {"BANKNIFTY30DEC2552000CE": 210, "BANKNIFTY30DEC2552000PE": -210}
+        assert pm.status()["blocked_instruments"] == {}

@@ -173,8 +173,17 @@ class Executor:
                 finals.append(final)
                 finals.extend(legs[index + 1 :])
                 return finals, False
-            if not opening and self._filled_lots(final) < final.intent.lots:
-                final = self._retry_exit_leg(fence, final)
+            if self._filled_lots(final) < final.intent.lots:
+                if not opening:
+                    final = self._retry_leg(
+                        fence, final, _EXIT_RETRY_STATES, self.limits.exit_leg_window_s
+                    )
+                elif final.state in _ENTRY_RETRY_STATES:
+                    # Complete the missing quantity while the entry is young and nothing was
+                    # definitively rejected (service.md 2.4); else the filled legs unwind.
+                    final = self._retry_leg(
+                        fence, final, _ENTRY_RETRY_STATES, self.limits.max_resume_age_s
+                    )
             finals.append(final)
             if self._filled_lots(final) < final.intent.lots:
                 failed = True
@@ -192,8 +201,11 @@ class Executor:
         per_lot = stored.intent.quantity // stored.intent.lots if stored.intent.lots else 1
         return stored.filled_quantity // per_lot if per_lot else 0
 
-    def _retry_exit_leg(self, fence: Fence, stored: StoredIntent) -> StoredIntent:
-        """Exits retry a failed leg (new attempt) up to PM_EXIT_LEG_ATTEMPTS in the window."""
+    def _retry_leg(
+        self, fence: Fence, stored: StoredIntent, states: frozenset[str], window_s: float
+    ) -> StoredIntent:
+        """Retry a leg's missing lots (new attempts) up to PM_EXIT_LEG_ATTEMPTS in the window,
+        while the latest attempt ended in one of ``states``."""
         clock = self.ports.clock
         started = clock.monotonic()
         current = stored  # the latest attempt
@@ -204,8 +216,8 @@ class Executor:
         while (
             self._filled_lots(total) < total.intent.lots
             and attempt < self.limits.exit_leg_attempts
-            and clock.monotonic() - started < self.limits.exit_leg_window_s
-            and current.state in ("rejected", "failed", "cancelled", "not_found")
+            and clock.monotonic() - started < window_s
+            and current.state in states
         ):
             attempt += 1
             remaining_lots = total.intent.lots - self._filled_lots(total)
@@ -489,6 +501,10 @@ class Executor:
 
         return self._tx(scan)
 
+
+# Exits retry any failed attempt; entries only complete what was not definitively refused.
+_EXIT_RETRY_STATES = frozenset({"rejected", "failed", "cancelled", "not_found"})
+_ENTRY_RETRY_STATES = frozenset({"cancelled", "not_found"})
 
 # How far the bound-order scan looks around an unknown intent's id (see _bound_since).
 _BOUND_SCAN = 5000
