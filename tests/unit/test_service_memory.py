@@ -479,3 +479,26 @@ def test_owner_dead_after_t1_before_claim_is_taken_over_once(
     assert row(app, payload).status == final
     dead.shutdown()
     heir.shutdown()
+
+
+def test_exit_all_with_one_position_refused_is_partially_executed(
+    app: App, broker: GatedPaper
+) -> None:
+    """webhook.md 1.3's partially_executed example: Long_2's PE buy is refused every time."""
+    trade = bn_trade()
+    for payload, _ in trade[:3]:
+        assert send(app, payload)["status"] == "executed"
+    for _ in range(3):
+        broker.reject_next("BANKNIFTY30DEC2552500PE", "RMS: circuit limit")
+    body = send(app, trade[3][0])
+    assert body["status"] == "partially_executed", body
+    assert body["reason_codes"] == ["order_failed"]
+    assert body["decision"]["total_pnl"] == 72000.0
+    assert [(p["key"], p["lots"]) for p in body["decision"]["positions"]] == [
+        ("BANK_NIFTY_Long_1", 4)
+    ]
+    long2 = [o for o in body["orders"] if "52500" in o["symbol"]]
+    assert [(o["action"], o["state"]) for o in long2] == [("BUY", "rejected")] * 3
+    open_now = app.positions("open", 10)["positions"]
+    assert [(p["key"], p["lots"]) for p in open_now] == [("BANK_NIFTY_Long_2", 3)]
+    assert app.status()["blocked_instruments"] == {}
