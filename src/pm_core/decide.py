@@ -697,8 +697,7 @@ def _filled_lots(
     """
     quantity: dict[str, int] = {}
     per_lot: dict[str, int] = {}
-    value: dict[str, Decimal] = {}
-    priced: dict[str, int] = {}
+    priced: dict[str, list[tuple[int, Decimal]]] = {}
     detail = ""
     failure: Fill | None = None
     for intent in intents:
@@ -712,16 +711,25 @@ def _filled_lots(
         filled = fill.filled_quantity
         quantity[leg] += filled
         if fill.average_price is not None and filled > 0:
-            value[leg] = value.get(leg, Decimal(0)) + fill.average_price * filled
-            priced[leg] = priced.get(leg, 0) + filled
+            priced.setdefault(leg, []).append((filled, fill.average_price))
         if fill.state != "filled" and not detail:
             detail = (
                 fill.detail or f"{intent.symbol} {intent.action} {intent.quantity} {fill.state}"
             )
             failure = fill
-    averages = {leg: value[leg] / priced[leg] if priced.get(leg) else None for leg in quantity}
+    averages = {leg: _average(priced.get(leg)) for leg in quantity}
     lots = min((qty // per_lot[leg] if per_lot[leg] else 0) for leg, qty in quantity.items())
     return lots, averages, _failure_code(failure, detail)
+
+
+def _average(parts: list[tuple[int, Decimal]] | None) -> Decimal | None:
+    """Quantity-weighted average price of a leg's fills (one fill: its own price)."""
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0][1]
+    total = sum(q for q, _ in parts)
+    return sum((price * q for q, price in parts), Decimal(0)) / total
 
 
 def _failure_code(failure: Fill | None, detail: str) -> Code:

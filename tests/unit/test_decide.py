@@ -448,3 +448,44 @@ def test_an_entry_whose_contract_cannot_be_named_is_rejected_not_crashed() -> No
     assert r.decision.outcome == "rejected"
     assert [c.code for c in r.decision.codes] == ["no_contract"]
     assert fold.snapshot.positions == ()
+
+
+def test_freeze_split_children_fill_as_one_leg_at_their_average() -> None:
+    config = default_config()
+    gold = attrs.evolve(config.instruments["GOLD_MINI"], freeze_quantity=2)
+    config = attrs.evolve(config, instruments={**config.instruments, "GOLD_MINI": gold})
+    signal = validate(
+        payload("BASE_ENTRY", "Long_1", 78500, nov(20), instrument="GOLD_MINI", stop=77800, lots=3),
+        config,
+    )
+    assert not isinstance(signal, tuple)
+    config = attrs.evolve(
+        config, portfolio=attrs.evolve(config.portfolio, sizing_mode="as_signalled")
+    )
+    snap = PortfolioSnapshot.initial(5_000_000.0)
+    d = decide(
+        snap,
+        ReceivedSignal(signal, fingerprint(signal), signal.timestamp),
+        EMPTY_MARKET,
+        config,
+        signal.timestamp,
+    )
+    state, idmap = apply_changes_mapped(snap, d.changes)
+    intents = remap_intents(d.intents, idmap)
+    parent = intents[0].client_order_id.rsplit(".", 1)[0]
+    assert [(i.client_order_id, i.quantity) for i in intents] == [
+        (f"{parent}.1", 2),
+        (f"{parent}.2", 1),
+    ]
+    prices = [Decimal("78500"), Decimal("78503")]
+    fills = {
+        i.client_order_id: Fill(i.client_order_id, i.quantity, price, "filled")
+        for i, price in zip(intents, prices, strict=True)
+    }
+    config_fill = attrs.evolve(
+        config, portfolio=attrs.evolve(config.portfolio, pnl_price_source="fill")
+    )
+    after, _ = apply_changes_mapped(state, apply_fills(state, intents, fills, config_fill))
+    (position,) = after.positions
+    assert position.lots == 3
+    assert position.entry_fill_price == float((Decimal("78500") * 2 + Decimal("78503")) / 3)
