@@ -24,6 +24,7 @@ from tests.kit.postgres import PgServer
 from tests.kit.redis_server import RedisServer
 from tests.kit.serve import (
     SCENARIO_QUOTES,
+    SIM_API_KEY,
     ServeProcess,
     Sim,
     bn_payload,
@@ -631,3 +632,61 @@ def test_entry_leg_partly_filled_is_completed_before_the_next_leg(sim: Sim, tmp_
         nets = sim.net_positions()
         assert nets == {"BANKNIFTY30DEC2552000CE": 210, "BANKNIFTY30DEC2552000PE": -210}
         assert pm.status()["blocked_instruments"] == {}
+
+
+def test_ambiguous_send_blocks_until_pm_intents_resolve_binds_it(
+    pg_url: str, redis_server: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    """Row 18, several matches: a manual order with the same parameters sits in the book when
+    pm's send times out. The intent is ambiguous, the instrument blocked and the signal held;
+    `pm intents resolve --orderid` binds it and the signal then settles (one pm order)."""
+    env = pg_env(pg_url, sim, redis_server.url, PM_OPENALGO_ORDER_TIMEOUT_S="0.3")
+    manual = {
+        "apikey": SIM_API_KEY,
+        "strategy": "manual",
+        "symbol": "GOLDM05JAN26FUT",
+        "exchange": "MCX",
+        "action": "BUY",
+        "product": "NRML",
+        "pricetype": "MARKET",
+        "quantity": 3,
+        "price": 0,
+    }
+    with ServeProcess(env, workdir=tmp_path, name="amb") as pm:
+        pm.start()
+        placed = sim.client.post("/api/v1/placeorder", json=manual)
+        assert placed.status_code == 200, placed.text
+        sim.rules(
+            [
+                {
+                    "match": {"endpoint": "placeorder", "nth": 1},
+                    "effect": {"type": "accept_then_timeout", "delay_ms": 1000},
+                }
+            ]
+        )
+        first = pm.post(GOLD_BASE)
+        assert first.status_code == 202
+        wait_for(
+            lambda: pm.status()["blocked_instruments"].get("GOLD_MINI") == "ambiguous_order",
+            15,
+            what="the instrument is blocked",
+        )
+        assert pm.post(GOLD_BASE).json()["status"] == "in_progress"
+        listing = pm_cli(env, "intents", "list", cwd=tmp_path)
+        (line,) = [x for x in listing.splitlines() if "ambiguous" in x]
+        client_order_id = line.split()[0]
+        ours = [c for c in sim.placed() if str(c["strategy"]).startswith("pm")]
+        assert len(ours) == 1
+        out = pm_cli(
+            env, "intents", "resolve", client_order_id, "--orderid", ours[0]["response_orderid"]
+        )
+        assert "bound to" in out
+        body = deliver(pm, GOLD_BASE, timeout_s=20)
+        assert body["status"] == "duplicate"
+        assert body["original"]["body"]["status"] == "executed"
+        assert (
+            body["original"]["body"]["orders"][0]["broker_order_id"]
+            == (ours[0]["response_orderid"])
+        )
+        assert pm.status()["blocked_instruments"] == {}
+    assert len([c for c in sim.placed() if str(c["strategy"]).startswith("pm")]) == 1
