@@ -23,6 +23,7 @@ from pm_adapters.paper import PaperBroker
 from pm_core.errors import DatabaseUnavailable
 from pm_core.model import ReceivedSignal, Signal
 from pm_core.ports import (
+    Claimed,
     Ok,
     OrderRequest,
     RateBudget,
@@ -502,3 +503,36 @@ def test_exit_all_with_one_position_refused_is_partially_executed(
     open_now = app.positions("open", 10)["positions"]
     assert [(p["key"], p["lots"]) for p in open_now] == [("BANK_NIFTY_Long_2", 3)]
     assert app.status()["blocked_instruments"] == {}
+
+
+def test_leader_sweep_runs_a_queued_signal_left_behind_a_cleared_barrier(
+    broker: GatedPaper,
+) -> None:
+    """service.md 2.6: queued signals are claimed by the instance whose T2 cleared the barrier,
+    else by the sweep. Here the T2 side never ran it (the instance that cleared the barrier
+    died right after its T2), and the queued row's owner is alive (this very instance), so
+    no takeover would ever run it."""
+    app = build(load_settings({**FAST, "PM_SWEEP_INTERVAL_S": "0.05"}), broker=broker)
+    app.start()
+    try:
+        assert send(app, gold_payload("BASE_ENTRY"))["status"] == "executed"
+        exit_all = received(
+            app, gold_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T10:05:00")
+        )
+        with app.ports.uow.begin("signal") as unit:
+            claim = unit.signals.claim(
+                exit_all.signal, exit_all.fingerprint, exit_all.received_at, app.instance_id, 1
+            )
+            assert isinstance(claim, Claimed)
+            unit.signals.set_state(claim.id, "queued", claim.epoch)
+            unit.commit()
+        assert wait_until(lambda: row(app, dict(EXIT_ALL_GOLD)).status == "executed", 5), row(
+            app, dict(EXIT_ALL_GOLD)
+        )
+        assert app.status()["portfolio"]["open_positions"] == 0
+        assert app.status()["queued_signals"] == []
+    finally:
+        app.close()
+
+
+EXIT_ALL_GOLD = gold_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T10:05:00")

@@ -399,6 +399,8 @@ class App:
         report = recover(self.service, registry.is_live, release_locks=False, check=False)
         if report.takeovers:
             log.info("sweep took over signals", extra={"signals": list(report.takeovers)})
+        # Queues whose barrier cleared without anyone running them (service.md 2.6).
+        self.service.run_queued()
 
     def reconcile(self, *, apply_blocks: bool = True) -> ReconciliationRun:
         """Diff positions against the broker; fail-closed blocks (never raises on outages)."""

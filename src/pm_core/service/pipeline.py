@@ -453,7 +453,7 @@ class SignalService:
             log.warning("database lost after T1; finishing later", extra={"error": str(exc)})
             self.finish_later(received.fingerprint)
             return in_progress
-        self._run_queued(received.signal.instrument)
+        self._run_queued_safely(received.signal.instrument)
         return answer
 
     def _reserve(
@@ -781,6 +781,24 @@ class SignalService:
         answer = self._settle(received, reservation, group, f"recovery-{row.id}", started)
         self._run_queued(row.signal.instrument)
         return answer
+
+    def run_queued(self) -> None:
+        """Run every instrument's queued signals whose barrier is clear (the leader sweep).
+
+        The T2 that clears a barrier runs the queue; this catches queues nobody ran (that
+        instance died right after T2, or the database failed there) whose owner is alive,
+        which no takeover would ever pick up (service.md 2.6).
+        """
+        for instrument in self.config.instruments:
+            self._run_queued_safely(instrument)
+
+    def _run_queued_safely(self, instrument: str) -> None:
+        # The signal that cleared the barrier is settled: a database failure here must not
+        # turn its answer into a 503; the sweep runs what is left queued.
+        try:
+            self._run_queued(instrument)
+        except (DatabaseUnavailable, StaleVersionError) as exc:
+            log.warning("queued signals left for the sweep", extra={"error": str(exc)})
 
     def _run_queued(self, instrument: str) -> None:
         """After T2 cleared the barrier, this instance claims the oldest queued signal."""
