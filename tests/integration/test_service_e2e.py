@@ -185,3 +185,14 @@ def test_postgres_redis_simulator_full_trades(
     for secret in (SIM_API_KEY, ADMIN_TOKEN):
         assert secret not in out
         assert secret not in pm.log_path.read_text()
+
+
+def test_memory_instance_full_trades(tmp_path: Path) -> None:
+    """PM_DATABASE_URL=memory:// serves the same trades with nothing on disk."""
+    with serving({"PM_DATABASE_URL": "memory://"}, workdir=tmp_path, name="memory") as pm:
+        assert pm.wait_ready()["checks"]["database"]["dialect"] == "memory"
+        bodies = run_trades(pm)
+        check_replay(pm, bn_trade()[3][0], bodies[3])
+        check_status_flat(pm.status())
+        assert pm.terminate() == 0
+    assert not (tmp_path / "pm.sqlite3").exists()
