@@ -34,6 +34,9 @@ def host() -> Iterator[HttpHost]:
 
 
 def _send(host: HttpHost, content: bytes, headers: dict[str, str] | None = None) -> Any:
+    # A valid mutation answered 202 may still settle in the background: wait until nothing is
+    # in flight, so that the snapshots compare this request alone.
+    assert host.hosted.service.wait_idle(30), "a signal did not finish"
     before = host.snapshot()
     response = host.request("POST", "/webhook", content=content, headers=headers or {})
     assert response.status_code < 500, response.text
