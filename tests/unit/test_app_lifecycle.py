@@ -11,19 +11,7 @@ from pm_adapters.bootstrap import build, load_settings
 from pm_core.model import ReceivedSignal
 from pm_core.service.api import ServiceUnavailable
 from pm_core.signal import fingerprint, validate
-
-ENTRY = {
-    "type": "BASE_ENTRY",
-    "instrument": "GOLD_MINI",
-    "position": "Long_1",
-    "price": 78500,
-    "stop": 77800,
-    "lots": 0,
-    "atr": 450,
-    "er": 0.85,
-    "supertrend": 77800,
-    "timestamp": "2025-11-28T10:30:00",
-}
+from tests.unit.service_kit import gold_entry
 
 
 def test_drain_grace_keeps_taking_signals_while_ready_says_503() -> None:
@@ -40,7 +28,7 @@ def test_drain_grace_keeps_taking_signals_while_ready_says_503() -> None:
     app.start()
     assert before == (False, "starting")
     assert (app.accepting, app.state, app.ready()[0]) == (True, "active", True)
-    signal = validate(ENTRY, app.config)
+    signal = validate(gold_entry(), app.config)
     assert not isinstance(signal, tuple)
     received = ReceivedSignal(signal, fingerprint(signal), app.now())
     drainer = threading.Thread(target=app.drain)
