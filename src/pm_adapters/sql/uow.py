@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -180,6 +181,11 @@ class SqlUnitOfWorkFactory:
         self.now = now
         self.dialect = engine.dialect.name
         self.url = redact_url(engine.url)  # for messages only: never holds the password
+        # Live positions as last read, keyed by id with their row version. Every change to a
+        # position row bumps its version (optimistic locking), so a row whose (id, version)
+        # is known need not be fetched and converted again: the snapshot is still a fresh
+        # read, only the conversion of unchanged rows is skipped.
+        self.positions_cache = PositionCache()
 
     def begin(self, kind: TxKind = "signal", *, read_only: bool = False) -> SqlUnitOfWork:
         """A new unit of work of this kind (the connection is taken on first use)."""
@@ -223,6 +229,7 @@ class SqlUnitOfWork:
         self.kind = kind
         self.read_only = read_only
         self.id_map: dict[int, int] = {}
+        self.wrote_positions = False  # see PositionCache: uncommitted rows are never cached
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
         self._closed = False
@@ -385,12 +392,56 @@ def _nulls(columns: Sequence[Any]) -> list[Any]:
     return [sa.cast(sa.null(), c.type).label(c.name) for c in columns]
 
 
+def _ids_and_versions(columns: Sequence[Any]) -> list[Any]:
+    """Position columns with all but id and version NULL: the cache decides what to fetch."""
+    return [
+        c if c.name in ("id", "version") else sa.cast(sa.null(), c.type).label(c.name)
+        for c in columns
+    ]
+
+
+class PositionCache:
+    """Converted live positions by id, valid while their row version is unchanged."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, Position] = {}
+        self._lock = threading.Lock()
+
+    def known(self, live: Mapping[int, int]) -> tuple[list[Position], list[int]]:
+        """Cached positions whose version matches, and the ids that must be fetched."""
+        hits: list[Position] = []
+        missing: list[int] = []
+        with self._lock:
+            for pid, version in live.items():
+                cached = self._rows.get(pid)
+                if cached is not None and cached.version == version:
+                    hits.append(cached)
+                else:
+                    missing.append(pid)
+        return hits, missing
+
+    def remember(self, positions: Sequence[Position]) -> None:
+        """Store freshly converted positions."""
+        with self._lock:
+            for p in positions:
+                self._rows[p.id] = p
+
+    def keep(self, live: Mapping[int, int]) -> None:
+        """Forget positions that are no longer live."""
+        with self._lock:
+            for pid in [pid for pid in self._rows if pid not in live]:
+                del self._rows[pid]
+
+
 # Live positions, and per instrument the pyramiding state, mark and block (a full join:
 # both are keyed by instrument), in one round trip: a UNION ALL told apart by ``kind``.
+_POSITIONS_BY_ID_Q = sa.select(*_POSITION_COLUMNS).where(
+    _P.id.in_(sa.bindparam("ids", expanding=True))
+)
 _SNAPSHOT_Q = sa.union_all(
     sa.select(
         sa.literal("p").label("kind"),
-        *_POSITION_COLUMNS,
+        *_ids_and_versions(_POSITION_COLUMNS),
         *_nulls(_PER_INSTRUMENT_COLUMNS),
     ).where(_P.status.in_(_LIVE)),
     sa.select(
@@ -426,9 +477,10 @@ class _PortfolioRepo:
         pyramiding: dict[str, PyramidingState] = {}
         marks: dict[str, Mark] = {}
         blocks: dict[str, Block] = {}
+        live_versions: dict[int, int] = {}
         for r in uow.x(_SNAPSHOT_Q):
             if r.kind == "p":
-                found.append(rowconv.position_from_row(r._mapping))
+                live_versions[r.id] = r.version
                 continue
             if r.base_position_id is not None or r.last_pyramid_price is not None:
                 pyramiding[r.p_instrument] = PyramidingState(
@@ -438,6 +490,22 @@ class _PortfolioRepo:
                 marks[r.p_instrument] = Mark(r.mark_price, r.mark_atr, r.mark_ts)
             if r.reason is not None:
                 blocks[r.b_instrument] = Block(r.reason, r.since, r.detail or {})
+        cache = uow.factory.positions_cache
+        if uow.wrote_positions:
+            # Rows this unit changed are not committed: never serve or remember them.
+            found, missing = [], list(live_versions)
+        else:
+            found, missing = cache.known(live_versions)
+        if missing:
+            fetched = [
+                rowconv.position_from_row(r._mapping)
+                for r in uow.x(_POSITIONS_BY_ID_Q, {"ids": missing})
+            ]
+            found.extend(fetched)
+            if not uow.wrote_positions:
+                cache.remember(fetched)
+        if not uow.wrote_positions:
+            cache.keep(live_versions)
         positions = tuple(sorted(found, key=lambda p: p.id))  # opening order
         return PortfolioSnapshot(
             version=row.version,
@@ -468,6 +536,7 @@ class _PortfolioRepo:
                 f"portfolio version {found} is not the expected {expected_version}"
             )
         id_map = uow.id_map
+        uow.wrote_positions = uow.wrote_positions or bool(changes.update or changes.create)
         for p in sorted(changes.update, key=lambda p: p.id):  # lock order: by id
             self._update_position(p, now)
         forward: list[tuple[int, int]] = []
