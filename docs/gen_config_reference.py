@@ -43,9 +43,6 @@ NO_EFFECT_YET = frozenset(
         "ready_db_timeout_ms",
         "cache_notice_max_age_ms",
         "signal_order_style",
-        "max_queue_age_s",
-        "held_result_retry_ms",
-        "held_result_max_s",
         "openalgo_book_poll_ms",
         "recovery_broker_budget_s",
         "rollover_interval_s",
@@ -140,7 +137,8 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             (
                 "response_deadline_ms",
                 "How long `POST /webhook` waits for the outcome before answering 202 "
-                "`in_progress` (processing goes on).",
+                "`in_progress` (processing goes on), or 503 `overloaded` with "
+                "`Retry-After: 1` if the signal is not stored yet.",
             ),
             (
                 "market_data_timeout_ms",
@@ -163,8 +161,9 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ),
             (
                 "max_queue_age_s",
-                "Entries queued longer are rejected `stale_in_queue` (the rule reads "
-                "`[portfolio] max_queue_age_s`).",
+                "Entries and pyramids that waited queued longer are rejected "
+                "`stale_in_queue` when their turn comes; replaces `[portfolio] "
+                "max_queue_age_s` in the service.",
             ),
             (
                 "exit_leg_attempts",
@@ -198,9 +197,13 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ("lookup_spacing_s", "Pause between two book look-ups for an `unknown` send."),
             (
                 "held_result_retry_ms",
-                "Retry interval for broker results held while the DB is down.",
+                "A signal whose database write failed after its reservation committed is "
+                "re-read and finished by its instance at this interval.",
             ),
-            ("held_result_max_s", "How long such results are held."),
+            (
+                "held_result_max_s",
+                "How long the instance keeps trying; then the signal waits for recovery.",
+            ),
         ),
     ),
     (
@@ -299,8 +302,8 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ),
             (
                 "drain_grace_s",
-                "Pause after `/ready` turns 503 and before waiting for in-flight signals "
-                "(lets the load balancer notice).",
+                "On SIGTERM, `/ready` turns 503 at once but webhooks are still taken for "
+                "this long (lets the load balancer notice); then new ones get 503 `draining`.",
             ),
             (
                 "reconcile_on_startup",
@@ -322,7 +325,11 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ),
             ("lock_cleanup_s", "Leader job releasing dead instances' L2 locks."),
             ("rollover_interval_s", "Interval of the scheduled rollover job."),
-            ("stats_flush_s", "Flush interval of buffered statistics counters."),
+            (
+                "stats_flush_s",
+                "Flush interval of buffered statistics counters (signals received, L1/L2/L3 "
+                "duplicates, invalid requests).",
+            ),
             ("stats_export_s", "Export interval of the `pm_stat_*` gauges."),
             (
                 "retention_at",
@@ -495,7 +502,8 @@ PORTFOLIO_MEANINGS: dict[str, str] = {
     "rollover_max_retries": "Ladder modifications before cancel (and market fallback).",
     "rollover_retry_interval_s": "Wait between ladder steps.",
     "rollover_market_fallback": "Send MARKET for the remainder after the ladder.",
-    "max_queue_age_s": "Entries and pyramids queued longer are rejected `stale_in_queue`.",
+    "max_queue_age_s": "Entries and pyramids queued longer are rejected `stale_in_queue`. "
+    "The service uses `PM_MAX_QUEUE_AGE_S` instead (Known gaps).",
 }
 
 INSTRUMENT_MEANINGS: dict[str, str] = {
