@@ -97,3 +97,21 @@ def test_closed_positions_leave_the_snapshot(
         )
         unit.commit()
     assert _lots(a) == []
+
+
+def test_a_partial_update_stores_the_whole_new_record(
+    instances: tuple[SqlUnitOfWorkFactory, SqlUnitOfWorkFactory],
+) -> None:
+    a, b = instances
+    _open(a)
+    with a.begin() as unit:
+        snapshot = unit.portfolio.lock()  # caches the row: the update below writes a diff
+        (position,) = snapshot.positions
+        marked = position.replace(
+            unrealized_pnl=12_345.5, highest_close=79_000.0, current_stop=77_100.0
+        )
+        unit.portfolio.save(ChangeSet(update=(marked,)), snapshot.version)
+        unit.commit()
+    with b.begin() as unit:  # the other instance converts the row from scratch
+        (stored,) = unit.portfolio.lock().positions
+    assert stored == marked.replace(version=marked.version + 1)

@@ -420,6 +420,12 @@ class PositionCache:
                     missing.append(pid)
         return hits, missing
 
+    def get(self, position_id: int, version: int) -> Position | None:
+        """The cached record of this row version, if any."""
+        with self._lock:
+            cached = self._rows.get(position_id)
+        return cached if cached is not None and cached.version == version else None
+
     def remember(self, positions: Sequence[Position]) -> None:
         """Store freshly converted positions."""
         with self._lock:
@@ -461,6 +467,7 @@ _SNAPSHOT_Q = sa.union_all(
 class _PortfolioRepo:
     def __init__(self, uow: SqlUnitOfWork) -> None:
         self.uow = uow
+        self._diff_ok = False
 
     def lock(self) -> PortfolioSnapshot:
         return self._snapshot(lock=True)
@@ -536,6 +543,8 @@ class _PortfolioRepo:
                 f"portfolio version {found} is not the expected {expected_version}"
             )
         id_map = uow.id_map
+        # Diffing against cached rows is only sound before this unit changed any position.
+        self._diff_ok = not uow.wrote_positions
         uow.wrote_positions = uow.wrote_positions or bool(changes.update or changes.create)
         for p in sorted(changes.update, key=lambda p: p.id):  # lock order: by id
             self._update_position(p, now)
@@ -615,7 +624,22 @@ class _PortfolioRepo:
         return int(new_id)
 
     def _update_position(self, p: Position, now: dt.datetime) -> None:
-        values = self._position_values(p, _real(self.uow.id_map, p.anchor_base_id))
+        anchor = _real(self.uow.id_map, p.anchor_base_id)
+        before = self.uow.factory.positions_cache.get(p.id, p.version) if self._diff_ok else None
+        if before is not None and before.anchor_base_id == anchor:
+            # Marking changes a few fields of every position it touches: write only those.
+            changed = {
+                name: getattr(p, name)
+                for name in rowconv.POSITION_FIELDS
+                if name not in ("id", "version") and getattr(p, name) != getattr(before, name)
+            }
+            if "pending_exit" in changed and p.pending_exit is not None:
+                changed["pending_exit"] = rowconv.jsonable(
+                    rowconv.converter.unstructure(p.pending_exit)
+                )
+            values = changed
+        else:
+            values = self._position_values(p, anchor)
         values["version"] = _P.version + 1
         values["updated_at"] = now
         done = self.uow.x(
