@@ -18,8 +18,10 @@ class UnknownOnce(PaperBroker):
     def __init__(self) -> None:
         super().__init__()
         self.lost: str | None = None
+        self.tags: list[str] = []  # client order ids of every order sent
 
     def place(self, order: OrderRequest) -> SubmitResult:
+        self.tags.append(order.tag)
         result = super().place(order)
         if self.lost is None and order.tag and isinstance(result, Accepted):
             self.lost = result.order_id
@@ -59,3 +61,31 @@ def test_ambiguous_order_holds_then_operator_binding_settles() -> None:
         assert unit.blocks.get("GOLD_MINI") is None
         (position,) = unit.portfolio.read().positions
     assert (position.instrument, position.lots, position.status) == ("GOLD_MINI", 1, "open")
+
+
+def test_not_placed_on_an_old_entry_fails_it_without_a_new_order() -> None:
+    broker = UnknownOnce()
+    service = memory_service(
+        broker,
+        default_config(sizing_mode="as_signalled"),
+        not_found_after_s=0.2,
+        lookup_spacing_s=0.01,
+        max_resume_age_s=0.0,  # any entry is already too old to complete
+    )
+    broker.place(OrderRequest(FUTURE, "MCX", "BUY", "NRML", "MARKET", 1, Decimal("78500")))
+    assert send(service, gold_entry(lots=1)).http_status == 202
+    with service.ports.uow.begin("signal", read_only=True) as unit:
+        (intent,) = unit.intents.unresolved()
+    with service.ports.uow.begin("signal") as unit:
+        assert unit.intents.transition(
+            intent.id, "ambiguous", "not_found", {"last_error": "operator: not placed"}
+        )
+        unit.commit()
+    assert intent.signal_id is not None
+    answer = service.resolve_signal(intent.signal_id)
+    assert answer is not None and answer.result.body["status"] == "failed"
+    tagged = [t for t in broker.tags if t.startswith("pm-")]
+    assert len(tagged) == 1, tagged  # the lost one only: nothing re-sent
+    with service.ports.uow.begin("signal", read_only=True) as unit:
+        assert unit.blocks.get("GOLD_MINI") is None
+        assert unit.portfolio.read().positions == ()

@@ -181,8 +181,12 @@ class Executor:
                 elif final.state in _ENTRY_RETRY_STATES:
                     # Complete the missing quantity while the entry is young and nothing was
                     # definitively rejected (service.md 2.4); else the filled legs unwind.
+                    # The entry's age runs from its first send, so an old alert (an operator's
+                    # `not placed` long after) is never completed late.
+                    sent = final.sent_at
+                    age = (self.ports.clock.now() - sent).total_seconds() if sent else 0.0
                     final = self._retry_leg(
-                        fence, final, _ENTRY_RETRY_STATES, self.limits.max_resume_age_s
+                        fence, final, _ENTRY_RETRY_STATES, self.limits.max_resume_age_s - age
                     )
             finals.append(final)
             if self._filled_lots(final) < final.intent.lots:

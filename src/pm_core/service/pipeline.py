@@ -668,7 +668,6 @@ class SignalService:
         if taken is None:
             return None
         row, epoch = taken
-        answer = self.resume(attrs.evolve(row, claim_epoch=epoch), epoch, abandon_after_s=None)
         instrument = row.signal.instrument
 
         def unblock(u: UnitOfWork) -> None:
@@ -679,8 +678,10 @@ class SignalService:
             if not any(s.state == "ambiguous" for s in u.intents.open_for(instrument)):
                 u.blocks.clear(instrument)
 
+        # Lift the block first: settling runs the instrument's queued signals, and queued
+        # entries must not be rejected by a block that no longer has a reason.
         self._tx(unblock)
-        return answer
+        return self.resume(attrs.evolve(row, claim_epoch=epoch), epoch, abandon_after_s=None)
 
     def _settle(
         self,
