@@ -20,7 +20,6 @@ import cProfile
 import datetime as dt
 import io
 import json
-import math
 import os
 import pstats
 import random
@@ -31,9 +30,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/alerts.py
+from alerts import TrendAlerts
 
 from pm_core.backtest import parse_jsonl, run
 from pm_core.config import default_config
@@ -48,101 +49,6 @@ MARKETS = (
 )
 
 
-class _Market:
-    """One instrument's simulated price and the alert logic of a trend-following strategy."""
-
-    def __init__(self, rng: random.Random, instrument: str, price: float, atr_frac: float,
-                 stop_mult: float, max_labels: int) -> None:  # fmt: skip
-        self.rng = rng
-        self.instrument = instrument
-        self.anchor = math.log(price)
-        self.log_price = self.anchor
-        self.atr_frac = atr_frac
-        self.stop_mult = stop_mult
-        self.max_labels = max_labels
-        self.labels: list[int] = []  # open label numbers, as the strategy believes
-        self.entry = 0.0
-        self.one_r = 0.0
-        self.trail = 0.0
-        self.high = 0.0
-        self.last_pyramid = 0.0
-
-    @property
-    def price(self) -> float:
-        return round(math.exp(self.log_price))
-
-    @property
-    def atr(self) -> float:
-        return round(self.price * self.atr_frac * self.rng.uniform(0.8, 1.25), 1)
-
-    def move(self) -> None:
-        # A random walk with a little drift and a weak pull back to the start, so prices stay
-        # plausible over years of bars.
-        pull = 0.0005 * (self.anchor + 0.35 - self.log_price)
-        self.log_price += self.rng.gauss(0.00005 + pull, 0.3 * self.atr_frac)
-
-    def alerts(self) -> list[dict[str, Any]]:
-        price, atr, rng = self.price, self.atr, self.rng
-        er = round(rng.uniform(0.55, 1.0), 2)
-        if not self.labels:
-            if rng.random() < 0.25:
-                stop = round(price - self.stop_mult * atr * rng.uniform(0.9, 1.1))
-                self.labels = [1]
-                self.entry, self.one_r = price, price - stop
-                self.trail, self.high, self.last_pyramid = stop, price, price
-                return [self._payload("BASE_ENTRY", "Long_1", price, stop, rng.randint(1, 8), atr,
-                                      er)]  # fmt: skip
-            if rng.random() < 0.01:  # a stray exit while flat: rejected
-                return [self._exit("Long_1", price, atr, 0, "Stray Exit")]
-            return []
-        self.high = max(self.high, price)
-        self.trail = max(self.trail, self.high - 2.0 * atr)
-        if price < self.trail:
-            labels, self.labels = self.labels, []
-            if rng.random() < 0.5 or len(labels) == 1:
-                if len(labels) == 1:
-                    return [self._exit("Long_1", price, atr, 0, "Trailing Stop Hit")]
-                return [self._exit("ALL", price, atr, 0, "Trend Reversal")]
-            return [self._exit(f"Long_{n}", price, atr, 0, "Trailing Stop Hit") for n in labels]
-        if (
-            len(self.labels) < self.max_labels
-            and price > self.entry + 1.1 * self.one_r
-            and price > self.last_pyramid + 0.75 * atr
-            and rng.random() < 0.7
-        ):
-            label = max(self.labels) + 1
-            self.labels.append(label)
-            self.last_pyramid = price
-            stop = round(price - atr * rng.uniform(0.8, 1.2))
-            return [self._payload("PYRAMID", f"Long_{label}", price, stop, 0, atr, er)]
-        roll = rng.random()
-        if roll < 0.03:
-            return [self._exit("Long_1", price, atr, 1, "Partial Profit")]
-        if roll < 0.035:  # a repeated base while the trade is on: rejected
-            return [self._payload("BASE_ENTRY", "Long_1", price, round(price - atr), 2, atr, er)]
-        return []
-
-    def _payload(self, type_: str, label: str, price: float, stop: float, lots: int, atr: float,
-                 er: float) -> dict[str, Any]:  # fmt: skip
-        return {
-            "type": type_,
-            "instrument": self.instrument,
-            "position": label,
-            "price": price,
-            "stop": stop,
-            "lots": lots,
-            "atr": atr,
-            "er": er,
-            "supertrend": stop,
-            "roc": round(self.rng.uniform(-3.0, 5.0), 2),
-        }
-
-    def _exit(self, label: str, price: float, atr: float, lots: int, reason: str) -> dict[str, Any]:
-        payload = self._payload("EXIT", label, price, 0, lots, atr, 1.0)
-        payload["reason"] = reason
-        return payload
-
-
 def _timestamp(rng: random.Random, when: dt.datetime) -> str | int:
     roll = rng.random()
     if roll < 0.05:
@@ -155,14 +61,14 @@ def _timestamp(rng: random.Random, when: dt.datetime) -> str | int:
 def generate(count: int, seed: int) -> list[str]:
     """``count`` JSONL lines of realistic alerts (about 1 % resends, 0.3 % invalid)."""
     rng = random.Random(seed)
-    markets = [_Market(rng, *spec) for spec in MARKETS]
+    markets = [TrendAlerts(rng, *spec) for spec in MARKETS]
     lines: list[str] = []
     when = START
     while len(lines) < count:
         when += dt.timedelta(minutes=rng.randint(5, 55), seconds=rng.randint(0, 59))
         market = rng.choice(markets)
         market.move()
-        for offset, payload in enumerate(market.alerts()):
+        for offset, (_kind, payload) in enumerate(market.alerts()):
             payload["timestamp"] = _timestamp(rng, when + dt.timedelta(seconds=3 * offset))
             line = json.dumps(payload, separators=(",", ":"))
             lines.append(line)

@@ -67,6 +67,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
+from alerts import AlertOdds, TrendAlerts  # noqa: E402
 from tests.kit.postgres import PgServer, running_server  # noqa: E402
 from tests.kit.redis_server import RedisServer, find_redis_binary, free_port  # noqa: E402
 
@@ -86,20 +87,21 @@ REAL_MARKETS = {"BANK_NIFTY": (52_000.0, 0.0067, 1.5, 6), "GOLD_MINI": (76_000.0
 
 
 class InstrumentStream:
-    """One instrument's alerts from a seeded random walk and a trend-following logic."""
+    """One instrument's alerts (``benchmarks/alerts.py``), stamped on a bar clock."""
 
     def __init__(self, instrument: str, seed: str, start: dt.datetime, spec: tuple[float, ...]):
         price, atr_frac, stop_mult, max_labels = spec
         self.rng = random.Random(seed)
-        self.instrument = instrument
-        self.anchor = math.log(price)
-        self.log_price = self.anchor
-        self.atr_frac = atr_frac
-        self.stop_mult = stop_mult
-        self.max_labels = int(max_labels)
+        self.strategy = TrendAlerts(
+            self.rng,
+            instrument,
+            price,
+            atr_frac,
+            stop_mult,
+            int(max_labels),
+            AlertOdds(entry=0.3, partial_exit=0.015, repeat_base=0.002),
+        )
         self.clock = start
-        self.labels: list[int] = []
-        self.entry = self.one_r = self.trail = self.high = self.last_pyramid = 0.0
         self.pending: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
 
     def next(self) -> tuple[str, dict[str, Any]]:
@@ -108,85 +110,12 @@ class InstrumentStream:
             # Bars are 1-10 minutes apart: two alerts of one instrument, type and label are
             # never within the 60 s near-duplicate window.
             self.clock += dt.timedelta(seconds=self.rng.randint(61, 600))
-            self._move()
-            for offset, (kind, payload) in enumerate(self._alerts()):
+            self.strategy.move()
+            for offset, (kind, payload) in enumerate(self.strategy.alerts()):
                 when = self.clock + dt.timedelta(seconds=3 * offset)
                 payload["timestamp"] = when.astimezone(IST).isoformat()
                 self.pending.append((kind, payload))
         return self.pending.popleft()
-
-    @property
-    def _price(self) -> float:
-        return float(round(math.exp(self.log_price)))
-
-    def _move(self) -> None:
-        pull = 0.0005 * (self.anchor + 0.35 - self.log_price)
-        self.log_price += self.rng.gauss(0.00005 + pull, 0.3 * self.atr_frac)
-
-    def _alerts(self) -> list[tuple[str, dict[str, Any]]]:
-        rng, price = self.rng, self._price
-        atr = round(price * self.atr_frac * rng.uniform(0.8, 1.25), 1)
-        er = round(rng.uniform(0.55, 1.0), 2)
-        if not self.labels:
-            if rng.random() < 0.3:
-                stop = round(price - self.stop_mult * atr * rng.uniform(0.9, 1.1))
-                self.labels = [1]
-                self.entry, self.one_r = price, price - stop
-                self.trail, self.high, self.last_pyramid = stop, price, price
-                lots = rng.randint(1, 8)
-                return [("BASE_ENTRY", self._payload("BASE_ENTRY", "Long_1", price, stop, lots,
-                                                     atr, er))]  # fmt: skip
-            if rng.random() < 0.01:
-                return [("EXIT stray", self._exit("Long_1", price, atr, 0, "Stray Exit"))]
-            return []
-        self.high = max(self.high, price)
-        self.trail = max(self.trail, self.high - 2.0 * atr)
-        if price < self.trail:
-            labels, self.labels = self.labels, []
-            if len(labels) == 1:
-                return [("EXIT", self._exit("Long_1", price, atr, 0, "Trailing Stop Hit"))]
-            if rng.random() < 0.5:
-                return [("EXIT ALL", self._exit("ALL", price, atr, 0, "Trend Reversal"))]
-            return [("EXIT", self._exit(f"Long_{n}", price, atr, 0, "Trailing Stop Hit"))
-                    for n in labels]  # fmt: skip
-        if (
-            len(self.labels) < self.max_labels
-            and price > self.entry + 1.1 * self.one_r
-            and price > self.last_pyramid + 0.75 * atr
-            and rng.random() < 0.7
-        ):
-            label = max(self.labels) + 1
-            self.labels.append(label)
-            self.last_pyramid = price
-            stop = round(price - atr * rng.uniform(0.8, 1.2))
-            return [("PYRAMID", self._payload("PYRAMID", f"Long_{label}", price, stop, 0, atr, er))]
-        roll = rng.random()
-        if roll < 0.015:
-            return [("EXIT partial", self._exit("Long_1", price, atr, 1, "Partial Profit"))]
-        if roll < 0.017:  # a repeated base while the trade is on: rejected
-            base = self._payload("BASE_ENTRY", "Long_1", price, round(price - atr), 2, atr, er)
-            return [("BASE_ENTRY repeat", base)]
-        return []
-
-    def _payload(self, type_: str, label: str, price: float, stop: float, lots: int, atr: float,
-                 er: float) -> dict[str, Any]:  # fmt: skip
-        return {
-            "type": type_,
-            "instrument": self.instrument,
-            "position": label,
-            "price": price,
-            "stop": stop,
-            "lots": lots,
-            "atr": atr,
-            "er": er,
-            "supertrend": stop,
-            "roc": round(self.rng.uniform(-3.0, 5.0), 2),
-        }
-
-    def _exit(self, label: str, price: float, atr: float, lots: int, reason: str) -> dict[str, Any]:
-        payload = self._payload("EXIT", label, price, 0, lots, atr, 1.0)
-        payload["reason"] = reason
-        return payload
 
 
 def make_streams(instruments: Sequence[str], seed: int) -> dict[str, InstrumentStream]:
