@@ -698,7 +698,6 @@ class SignalService:
             return self._hold(received, reservation, unresolved, request_id)
         fills = group.fills()
         intents = [s.intent for s in group.intents]
-        sent = sum(1 for s in group.intents if s.broker_order_id)
 
         def work(u: UnitOfWork) -> Answer:
             snapshot = u.portfolio.lock()
@@ -721,9 +720,11 @@ class SignalService:
                         {"signal_id": reservation.signal_id},
                     ),
                 )
+            stored = u.intents.for_signal(reservation.signal_id)
+            # Every order the broker took for this signal: retries and unwinds included.
+            sent = sum(1 for s in stored if s.broker_order_id)
             if sent:
                 u.statistics.add({"orders_placed": sent})
-            stored = u.intents.for_signal(reservation.signal_id)
             body = decided_body(
                 request_id,
                 reservation.signal_id,
