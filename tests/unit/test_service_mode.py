@@ -29,27 +29,3 @@ def test_matching_mode_sends_orders() -> None:
 def test_mismatch_message_round_trips() -> None:
     assert parse_mismatch(mismatch_message("live", "analyze")) == ("live", "analyze")
     assert parse_mismatch("RMS: circuit limit") is None
-
-
-def test_orders_placed_counts_every_order_the_broker_took() -> None:
-    broker = PaperBroker()
-    service = memory_service(broker)
-    # The PE leg is refused: the filled CE leg is sold back (an unwind order).
-    broker.reject_next(symbol="BANKNIFTY30DEC2552000PE", message="RMS: circuit limit")
-    body = {
-        "type": "BASE_ENTRY",
-        "instrument": "BANK_NIFTY",
-        "position": "Long_1",
-        "price": 52000,
-        "stop": 51900,
-        "lots": 0,
-        "atr": 100,
-        "er": 0.85,
-        "supertrend": 51900,
-        "timestamp": "2025-12-01T10:30:00",
-    }
-    assert send(service, body).body["status"] == "failed"
-    book = broker.order_book()
-    assert isinstance(book, Ok) and len(book.value) == 2  # the CE buy and its unwind
-    with service.ports.uow.begin("signal", read_only=True) as unit:
-        assert unit.statistics.read()["orders_placed"] == 2
