@@ -1,87 +1,38 @@
 """pm commands: db (``pm migrate``, ``pm init``).
 
 Exit codes (service.md 8, 13): 3 database unreachable, 4 schema behind or unknown, 5 bad
-configuration. The database URL comes from ``--database-url``, else ``PM_DATABASE_URL``,
-else ``[pm] database_url`` of ``PM_CONFIG`` / ``./pm.toml``, else ``sqlite:///./pm.sqlite3``.
+configuration. Settings follow service.md 13 (``--database-url`` > environment, including
+``PM_DATABASE_URL_FILE`` > ``[pm]`` of ``PM_CONFIG`` / ``./pm.toml`` > default), as for
+every command.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tomllib
-from pathlib import Path
 
 import click
 from sqlalchemy.engine import Engine
 
+from pm_adapters.bootstrap.settings import Settings
 from pm_adapters.sql import migrations
 from pm_adapters.sql.connect import connect
 from pm_adapters.sql.redact import redact_url
-from pm_adapters.sql.retry import DbSettings
 from pm_adapters.sql.uow import SqlUnitOfWorkFactory
-from pm_core.config import default_config
+from pm_cli.settings import settings_or_exit
 from pm_core.errors import DatabaseUnavailable, SchemaMismatch
 
-DEFAULT_URL = "sqlite:///./pm.sqlite3"
 EXIT_UNREACHABLE = 3
 EXIT_SCHEMA = 4
 EXIT_CONFIG = 5
 
 
-def _toml() -> dict[str, object]:
-    path = Path(os.environ.get("PM_CONFIG", "pm.toml"))
-    if not path.is_file():
-        return {}
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        click.echo(f"configuration error: {path}: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    return data
-
-
-def resolve_url(flag: str | None) -> str:
-    """The database URL by precedence: flag, environment, TOML, default."""
-    if flag:
-        return flag
-    env = os.environ.get("PM_DATABASE_URL")
-    if env:
-        return env
-    pm = _toml().get("pm")
-    if isinstance(pm, dict) and isinstance(pm.get("database_url"), str):
-        return str(pm["database_url"])
-    return DEFAULT_URL
-
-
-def default_capital() -> float:
-    """The domain's initial_capital: ``[portfolio] initial_capital`` or the default."""
-    portfolio = _toml().get("portfolio")
-    if isinstance(portfolio, dict) and "initial_capital" in portfolio:
-        try:
-            return float(portfolio["initial_capital"])
-        except (TypeError, ValueError):
-            click.echo("configuration error: portfolio.initial_capital: not a number", err=True)
-            sys.exit(EXIT_CONFIG)
-    return default_config().portfolio.initial_capital
-
-
-def _settings() -> DbSettings:
-    try:
-        return DbSettings.from_env(os.environ)
-    except ValueError as exc:
-        click.echo(f"configuration error: database settings: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-
-
-def _connect(url: str) -> Engine:
+def _connect(url: str, settings: Settings) -> Engine:
     def warn(attempt: int, delay: float, message: str) -> None:
         click.echo(f"{message}; retry {attempt} in {delay:g} s", err=True)
 
     try:
-        return connect(url, _settings(), on_retry=warn)
+        return connect(url, settings.db_settings(), on_retry=warn)
     except DatabaseUnavailable as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_UNREACHABLE)
@@ -99,11 +50,12 @@ def _is_sqlite(url: str) -> bool:
 @click.option("--database-url", default=None, help="Overrides PM_DATABASE_URL.")
 def migrate_command(offline: bool, database_url: str | None) -> None:
     """Upgrade the database schema to this version's head (or print the SQL)."""
-    url = resolve_url(database_url)
+    settings = settings_or_exit({"database_url": database_url})
+    url = settings.database_url
     if offline:
         migrations.upgrade_sql(url, sys.stdout)
         return
-    engine = _connect(url)
+    engine = _connect(url, settings)
     try:
         before, head = migrations.upgrade(engine)
     except SchemaMismatch as exc:
@@ -123,11 +75,12 @@ def migrate_command(offline: bool, database_url: str | None) -> None:
 @click.option("--database-url", default=None, help="Overrides PM_DATABASE_URL.")
 def init_command(capital: float | None, database_url: str | None) -> None:
     """Create the portfolio row with its initial capital (once; the stored value then wins)."""
-    amount = default_capital() if capital is None else capital
+    settings = settings_or_exit({"database_url": database_url})
+    amount = settings.domain.portfolio.initial_capital if capital is None else capital
     if not math.isfinite(amount) or amount <= 0:
         raise click.BadParameter("must be a positive number", param_hint="--capital")
-    url = resolve_url(database_url)
-    engine = _connect(url)
+    url = settings.database_url
+    engine = _connect(url, settings)
     try:
         if _is_sqlite(url):
             migrations.upgrade(engine)  # SQLite is upgraded in place (service.md 8 step 3)

@@ -19,10 +19,11 @@ from typing import Any
 
 import click
 
-from pm_adapters.bootstrap import App, Settings, SettingsError, build, load_settings
+from pm_adapters.bootstrap import App, Settings, build
 from pm_adapters.bootstrap.settings import is_loopback, redacted, unknown_environment
+from pm_cli.settings import settings_or_exit
 from pm_core.codes import render
-from pm_core.errors import ConfigError, DatabaseUnavailable, NotInitialised, SchemaMismatch
+from pm_core.errors import DatabaseUnavailable, NotInitialised, SchemaMismatch
 from pm_core.ports import Ok
 from pm_core.recovery import recover
 from pm_core.service.reconciliation import acknowledge
@@ -35,17 +36,6 @@ EXIT_WARNINGS = 10
 EXIT_SECOND_SIGNAL = 130
 
 log = logging.getLogger("pm.cli")
-
-
-def _settings(overrides: dict[str, Any], config: Path | None) -> Settings:
-    try:
-        return load_settings(
-            config_path=config, overrides={k: v for k, v in overrides.items() if v is not None}
-        )
-    except (SettingsError, ConfigError) as exc:
-        for field, message in getattr(exc, "errors", [("configuration", str(exc))]):
-            click.echo(f"configuration error: {field}: {message}", err=True)
-        sys.exit(EXIT_CONFIG)
 
 
 @contextmanager
@@ -141,7 +131,7 @@ def serve(
     from pm_adapters.logging import configure_logging
     from pm_http.app import create_app
 
-    settings = _settings(
+    settings = settings_or_exit(
         {
             "database_url": database_url,
             "redis_url": redis_url,
@@ -199,7 +189,7 @@ def status(
     config: Path | None, database_url: str | None, redis_url: str | None, as_json: bool
 ) -> None:
     """Show equity, risk, statistics, peel-off, queued signals and blocked instruments."""
-    settings = _settings({"database_url": database_url, "redis_url": redis_url}, config)
+    settings = settings_or_exit({"database_url": database_url, "redis_url": redis_url}, config)
     with _built(settings) as app:
         doc = dict(app.status())
         doc["settings"] = redacted(settings)
@@ -246,7 +236,7 @@ def recover_command(
     no_broker: bool,
 ) -> None:
     """Run crash recovery without serving: exit 0 clean, 10 warnings, 6 fatal."""
-    settings = _settings({"database_url": database_url, "redis_url": redis_url}, config)
+    settings = settings_or_exit({"database_url": database_url, "redis_url": redis_url}, config)
     with _built(settings) as app:
         if no_broker and not dry_run:
             click.echo("--no-broker only reports (implies --dry-run)", err=True)
@@ -285,7 +275,7 @@ def reconcile_command(
     dry_run: bool,
 ) -> None:
     """Compare positions with the broker's book; fail-closed blocks differing instruments."""
-    settings = _settings({"database_url": database_url, "redis_url": redis_url}, config)
+    settings = settings_or_exit({"database_url": database_url, "redis_url": redis_url}, config)
     with _built(settings) as app:
         if ack:
             lifted = acknowledge(app.ports, ack.strip().upper())
@@ -330,7 +320,7 @@ def rollover(
     from pm_core.calendar import rollover_candidates
     from pm_core.rollover import RollPlan, plan_roll, reference_quotes_for
 
-    settings = _settings({"database_url": database_url, "redis_url": redis_url}, config)
+    settings = settings_or_exit({"database_url": database_url, "redis_url": redis_url}, config)
     with _built(settings) as app:
         with app.ports.uow.begin("signal", read_only=True) as unit:
             snapshot = unit.portfolio.read()
@@ -403,7 +393,7 @@ def intents() -> None:
 @_common
 def intents_list(config: Path | None, database_url: str | None, redis_url: str | None) -> None:
     """List every unresolved intent."""
-    settings = _settings({"database_url": database_url, "redis_url": redis_url}, config)
+    settings = settings_or_exit({"database_url": database_url, "redis_url": redis_url}, config)
     with _built(settings) as app, app.ports.uow.begin("signal", read_only=True) as unit:
         for s in unit.intents.unresolved():
             i = s.intent
@@ -429,7 +419,7 @@ def intents_resolve(
     """Resolve an ambiguous or unknown intent by operator decision."""
     if bool(orderid) == not_placed:
         raise click.UsageError("give exactly one of --orderid ID or --not-placed")
-    settings = _settings({"database_url": database_url, "redis_url": redis_url}, config)
+    settings = settings_or_exit({"database_url": database_url, "redis_url": redis_url}, config)
     with _built(settings) as app:
         with app.ports.uow.begin("signal") as unit:
             match = [
