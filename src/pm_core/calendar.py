@@ -14,7 +14,7 @@ import attrs
 
 from pm_core.config import DomainConfig, Holiday, HolidayClosure, InstrumentConfig
 from pm_core.errors import ConfigError
-from pm_core.model import Code, Position
+from pm_core.model import Code, Position, label_number
 
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _MONTH_INDEX = {name: i + 1 for i, name in enumerate(MONTHS)}
@@ -370,13 +370,6 @@ def candidate_message(reason: Code) -> str:
     return reason.code
 
 
-def _label_number(label: str) -> int:
-    try:
-        return int(label.rsplit("_", 1)[1])
-    except (IndexError, ValueError):
-        return 0
-
-
 def rollover_candidates(
     positions: Iterable[Position], config: DomainConfig, now: dt.datetime
 ) -> tuple[RolloverCandidate, ...]:
@@ -428,5 +421,5 @@ def rollover_candidates(
                 manual_only=manual,
             )
         )
-    found.sort(key=lambda c: (c.instrument, _label_number(c.label), c.label))
+    found.sort(key=lambda c: (c.instrument, label_number(c.label), c.label))
     return tuple(found)

@@ -52,6 +52,7 @@ from pm_core.model import (
     Settlement,
     Signal,
     Trade,
+    label_number,
 )
 from pm_core.orders import entry_legs, exit_legs, intents_for
 from pm_core.rollover import reference_price, select_strike
@@ -554,11 +555,6 @@ def _reference_price(
     return found.price if found.price is not None else fallback
 
 
-def _label_number(label: str) -> int:
-    head, _, tail = label.rpartition("_")
-    return int(tail) if head and tail.isdigit() else 0
-
-
 def _leg_intents(
     position: Position,
     instrument: InstrumentConfig,
@@ -583,7 +579,7 @@ def _leg_intents(
     return intents_for(
         legs,
         fingerprint_part=fingerprint,
-        label_number=_label_number(position.label),
+        label_number=label_number(position.label),
         origin="signal",
         position_id=position.id,
         group_id=fingerprint,
@@ -633,7 +629,7 @@ def _decide_exit(
         targets = [
             p for p in draft.positions if p.instrument == instrument.id and p.status != "closing"
         ]
-        targets.sort(key=lambda p: _label_number(p.label))
+        targets.sort(key=lambda p: label_number(p.label))
         if not targets:
             return _refuse(
                 draft,

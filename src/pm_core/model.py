@@ -46,6 +46,12 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = dt.timedelta(microseconds=1)
 
 
+def label_number(label: str) -> int:
+    """n of ``Long_n``; 0 for ``ALL`` or anything else (instrument-wide)."""
+    head, _, tail = label.rpartition("_")
+    return int(tail) if head and tail.isdigit() else 0
+
+
 def instant_us(ts: dt.datetime) -> int:
     """Exact microseconds since the Unix epoch of an aware datetime (for instant comparisons)."""
     return (ts - _EPOCH) // _MICRO
