@@ -276,6 +276,11 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ("db_max_overflow", "Extra connections above the pool size."),
             ("db_pool_recycle_s", "Connections older than this are replaced."),
             (
+                "db_ping_idle_s",
+                "A pooled connection idle longer than this is pinged before use"
+                " (0: always); a busy pool skips the round trip.",
+            ),
+            (
                 "tx_attempts",
                 "Attempts of a transaction that hit a conflict, a stale version or a lost "
                 "connection.",

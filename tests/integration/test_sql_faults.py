@@ -224,3 +224,45 @@ def test_session_timeouts_apply_and_translate(pg_server: PgServer) -> None:
                 uow.x(sa.text("SELECT pg_sleep(1)"))
     finally:
         engine.dispose()
+
+
+def _kill_pooled_backends(pg_server: PgServer, url: str) -> int:
+    """Terminate every other session of this database: the pool's connections die unseen."""
+    database = sa.engine.make_url(url).database
+    with sa.create_engine(url).connect() as admin:
+        killed = admin.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        ).scalar_one()
+    return int(killed)
+
+
+@pytest.mark.parametrize("ping_idle_s", [0.0, 3600.0])
+def test_dead_pooled_connection_costs_no_signal(pg_server: PgServer, ping_idle_s: float) -> None:
+    """A pooled connection killed server-side: pinged away when idle, else one retry."""
+    url = pg_server.create_database(f"ping{int(ping_idle_s)}")
+    engine = create_engine(url, DbSettings(ping_idle_s=ping_idle_s))
+    metadata.create_all(engine)
+    factory = SqlUnitOfWorkFactory(engine)
+    factory.initialise(1000.0)
+    try:
+        run_transaction(factory, _t1, policy=RetryPolicy(2, 0.001, 0.001, 5))  # pool holds one
+        assert _kill_pooled_backends(pg_server, url) >= 1
+        retried: list[BaseException] = []
+        signal_id = run_transaction(
+            factory,
+            lambda uow: uow.signals.claim(SIG, "d" * 64, T0, "inst-a").id,
+            policy=RetryPolicy(3, 0.001, 0.001, 5),
+            on_retry=retried.append,
+        )
+        with factory.begin(read_only=True) as uow:
+            assert uow.signals.get(signal_id) is not None
+        if ping_idle_s == 0.0:
+            assert retried == []  # the checkout ping found the dead connection first
+        else:
+            assert [type(e) for e in retried] == [DatabaseUnavailable]
+    finally:
+        factory.close()

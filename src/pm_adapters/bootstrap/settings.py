@@ -261,6 +261,7 @@ _VARS: dict[str, _Var] = {
     "db_pool_size": _Var(_int, minimum=1),
     "db_max_overflow": _Var(_int, minimum=_NONNEG),
     "db_pool_recycle_s": _Var(_float, minimum=_NONNEG),
+    "db_ping_idle_s": _Var(_float, minimum=_NONNEG),
     "tx_attempts": _Var(_int, minimum=1),
     "tx_backoff_ms": _Var(_pair_ints, minimum=_NONNEG),
     "tx_budget_ms": _Var(_pair_ints, minimum=_NONNEG),
@@ -363,6 +364,7 @@ class Settings:
     db_pool_size: int = 10
     db_max_overflow: int = 10
     db_pool_recycle_s: float = 1800.0
+    db_ping_idle_s: float = 5.0
     tx_attempts: int = 4
     tx_backoff_ms: tuple[int, int] = (25, 500)
     tx_budget_ms: tuple[int, int] = (2000, 30000)
@@ -435,6 +437,7 @@ class Settings:
             pool_size=self.db_pool_size,
             max_overflow=self.db_max_overflow,
             pool_recycle_s=self.db_pool_recycle_s,
+            ping_idle_s=self.db_ping_idle_s,
             connect_timeout_s=self.db_connect_timeout_s,
             statement_timeout_ms=self.pg_statement_timeout_ms,
             lock_timeout_ms=self.pg_lock_timeout_ms,

@@ -49,6 +49,7 @@ class DbSettings:
     pool_size: int = 10
     max_overflow: int = 10
     pool_recycle_s: float = 1800.0
+    ping_idle_s: float = 5.0
     connect_timeout_s: float = 5.0
     statement_timeout_ms: int = 5000
     lock_timeout_ms: int = 2000
@@ -89,6 +90,7 @@ class DbSettings:
             pool_size=int(env.get("PM_DB_POOL_SIZE", d.pool_size)),
             max_overflow=int(env.get("PM_DB_MAX_OVERFLOW", d.max_overflow)),
             pool_recycle_s=float(env.get("PM_DB_POOL_RECYCLE_S", d.pool_recycle_s)),
+            ping_idle_s=float(env.get("PM_DB_PING_IDLE_S", d.ping_idle_s)),
             connect_timeout_s=float(env.get("PM_DB_CONNECT_TIMEOUT_S", d.connect_timeout_s)),
             statement_timeout_ms=int(env.get("PM_PG_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms)),
             lock_timeout_ms=int(env.get("PM_PG_LOCK_TIMEOUT_MS", d.lock_timeout_ms)),
@@ -125,16 +127,42 @@ def create_engine(url: str, settings: DbSettings | None = None) -> Engine:
         " -c timezone=UTC"
         " -c default_transaction_isolation=read\\ committed"
     )
-    return sa.create_engine(
+    engine = sa.create_engine(
         parsed,
         json_serializer=json_dumps,
         json_deserializer=json_loads,
         pool_size=s.pool_size,
         max_overflow=s.max_overflow,
-        pool_pre_ping=True,
         pool_recycle=s.pool_recycle_s,
         connect_args={"connect_timeout": max(1, round(s.connect_timeout_s)), "options": options},
     )
+    _ping_when_idle(engine, s.ping_idle_s)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """Ping a pooled connection before use only if it sat idle longer than ``idle_s``.
+
+    A ping on every checkout costs a round trip per transaction. A connection that was in use
+    moments ago is almost surely alive, and if it died anyway the statement fails with a
+    connection error, SQLAlchemy invalidates the pool and the transaction retry loop starts
+    over on a fresh connection (``in_transaction`` retries DatabaseUnavailable).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["pm_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("pm_idle_since")
+        if since is None or time.monotonic() - since <= idle_s:
+            return  # new (just connected) or recently used
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another one.
+            raise sa.exc.DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
 
 
 def _sqlite_events(engine: Engine, s: DbSettings) -> None:

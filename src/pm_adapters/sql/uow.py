@@ -392,12 +392,7 @@ def _nulls(columns: Sequence[Any]) -> list[Any]:
     return [sa.cast(sa.null(), c.type).label(c.name) for c in columns]
 
 
-def _ids_and_versions(columns: Sequence[Any]) -> list[Any]:
-    """Position columns with all but id and version NULL: the cache decides what to fetch."""
-    return [
-        c if c.name in ("id", "version") else sa.cast(sa.null(), c.type).label(c.name)
-        for c in columns
-    ]
+_ID_AND_VERSION = (portfolio_positions.c.id, portfolio_positions.c.version)
 
 
 class PositionCache:
@@ -447,12 +442,12 @@ _POSITIONS_BY_ID_Q = sa.select(*_POSITION_COLUMNS).where(
 _SNAPSHOT_Q = sa.union_all(
     sa.select(
         sa.literal("p").label("kind"),
-        *_ids_and_versions(_POSITION_COLUMNS),
+        *_ID_AND_VERSION,  # the cache decides which rows to fetch whole
         *_nulls(_PER_INSTRUMENT_COLUMNS),
     ).where(_P.status.in_(_LIVE)),
     sa.select(
         sa.literal("i").label("kind"),
-        *_nulls(_POSITION_COLUMNS),
+        *_nulls(_ID_AND_VERSION),
         *_PER_INSTRUMENT_COLUMNS,
     ).select_from(
         pyramiding_state.join(
