@@ -30,6 +30,7 @@ from pm_adapters.memory.uow import (
     finish_state,
 )
 from pm_adapters.sql import rows as rowconv
+from pm_adapters.sql.batch import WriteBatch
 from pm_adapters.sql.redact import redact_url
 from pm_adapters.sql.retry import translate
 from pm_adapters.sql.tables import (
@@ -165,6 +166,15 @@ _DUPLICATE_BUMP = (
 _OWNED_UPDATE = signal_log.update().where(
     signal_log.c.id == sa.bindparam("sid"),
     signal_log.c.claim_epoch == sa.bindparam("seen_epoch"),
+)
+# SET columns come from the parameter names; pid/expected bind the optimistic version check.
+_POSITION_UPDATE = (
+    portfolio_positions.update()
+    .where(
+        portfolio_positions.c.id == sa.bindparam("pid"),
+        portfolio_positions.c.version == sa.bindparam("expected"),
+    )
+    .values(version=portfolio_positions.c.version + 1)
 )
 _PORTFOLIO_BUMP = (
     portfolio_state.update()
@@ -302,6 +312,14 @@ class SqlUnitOfWork:
             if isinstance(exc.orig, ValueError | TypeError):
                 raise exc.orig from exc
             raise
+
+    def x_sql(self, sql: str, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
+        """Execute driver SQL with driver-ready parameters (errors translated like ``x``)."""
+        conn = self._start()
+        try:
+            return conn.exec_driver_sql(sql, params)
+        except sa.exc.DBAPIError as exc:
+            raise translate(exc, self.factory.url) from exc
 
     def upsert(
         self,
@@ -529,20 +547,26 @@ class _PortfolioRepo:
         if changes.portfolio is not None:
             values["closed_equity"] = changes.portfolio.closed_equity
             values["equity_high"] = changes.portfolio.equity_high
-        done = uow.x(_PORTFOLIO_BUMP, values)
-        if done.rowcount == 0:
-            found = uow.x(sa.select(portfolio_state.c.version)).scalar()
-            if found is None:
-                raise NotInitialised(_NOT_INIT)
-            raise StaleVersionError(
-                f"portfolio version {found} is not the expected {expected_version}"
-            )
+
+        def bumped(count: int) -> None:
+            if count == 0:
+                found = uow.x(sa.select(portfolio_state.c.version)).scalar()
+                if found is None:
+                    raise NotInitialised(_NOT_INIT)
+                raise StaleVersionError(
+                    f"portfolio version {found} is not the expected {expected_version}"
+                )
+
+        # The writes whose results are only checked go out together at the end (one round
+        # trip on PostgreSQL); inserts whose new ids later rows need run first.
+        batch = WriteBatch(uow)
+        batch.add(_PORTFOLIO_BUMP, values, bumped)
         id_map = uow.id_map
         # Diffing against cached rows is only sound before this unit changed any position.
         self._diff_ok = not uow.wrote_positions
         uow.wrote_positions = uow.wrote_positions or bool(changes.update or changes.create)
         for p in sorted(changes.update, key=lambda p: p.id):  # lock order: by id
-            self._update_position(p, now)
+            self._update_position(p, now, batch)
         forward: list[tuple[int, int]] = []
         for p in changes.create:
             anchor = _real(id_map, p.anchor_base_id)
@@ -557,7 +581,7 @@ class _PortfolioRepo:
                 .values(anchor_base_id=_real(id_map, anchor))
             )
         for inst in sorted(set(changes.pyramiding) | set(changes.marks)):
-            self._pyramiding(inst, changes, now)
+            self._pyramiding(inst, changes, now, batch)
         if changes.close:
             uow.x(
                 position_trades.insert(),
@@ -592,7 +616,8 @@ class _PortfolioRepo:
             else:
                 uow.blocks.set(inst, block)
         if changes.statistics:
-            uow.statistics.add(changes.statistics)
+            _add_statistics(batch, changes.statistics, now)
+        batch.run()
         return {p.id: id_map[p.id] for p in changes.create}
 
     def _position_values(self, p: Position, anchor: int | None) -> dict[str, Any]:
@@ -618,7 +643,7 @@ class _PortfolioRepo:
         ).scalar_one()
         return int(new_id)
 
-    def _update_position(self, p: Position, now: dt.datetime) -> None:
+    def _update_position(self, p: Position, now: dt.datetime, batch: WriteBatch) -> None:
         anchor = _real(self.uow.id_map, p.anchor_base_id)
         before = self.uow.factory.positions_cache.get(p.id, p.version) if self._diff_ok else None
         if before is not None and before.anchor_base_id == anchor:
@@ -635,20 +660,22 @@ class _PortfolioRepo:
             values = changed
         else:
             values = self._position_values(p, anchor)
-        values["version"] = _P.version + 1
         values["updated_at"] = now
-        done = self.uow.x(
-            portfolio_positions.update()
-            .where(_P.id == p.id, _P.version == p.version)
-            .values(**values)
-        )
-        if done.rowcount == 0:
-            found = self.uow.x(sa.select(_P.version).where(_P.id == p.id)).scalar()
-            raise StaleVersionError(
-                f"position {p.id} version {found} is not the expected {p.version}"
-            )
+        values["pid"] = p.id
+        values["expected"] = p.version
 
-    def _pyramiding(self, inst: str, changes: ChangeSet, now: dt.datetime) -> None:
+        def updated(count: int) -> None:
+            if count == 0:
+                found = self.uow.x(sa.select(_P.version).where(_P.id == p.id)).scalar()
+                raise StaleVersionError(
+                    f"position {p.id} version {found} is not the expected {p.version}"
+                )
+
+        batch.add(_POSITION_UPDATE, values, updated)
+
+    def _pyramiding(
+        self, inst: str, changes: ChangeSet, now: dt.datetime, batch: WriteBatch
+    ) -> None:
         values: dict[str, Any] = {}
         if inst in changes.pyramiding:
             ps = changes.pyramiding[inst]
@@ -660,7 +687,7 @@ class _PortfolioRepo:
         if mark is not None:
             values.update(mark_price=mark.price, mark_atr=mark.atr, mark_ts=mark.ts)
         statement = _pyramiding_upsert(self.uow.factory.dialect, frozenset(values))
-        self.uow.x(statement, {"instrument": inst, **values, "version": 1, "updated_at": now})
+        batch.add(statement, {"instrument": inst, **values, "version": 1, "updated_at": now})
 
 
 # --------------------------------------------------------------------------- signals
@@ -990,22 +1017,20 @@ class _StatisticsRepo:
         self.uow = uow
 
     def add(self, deltas: Mapping[str, float]) -> None:
-        check_statistics(deltas)
-        if not deltas:
-            return
-        now = self.uow.now()
-        # One executemany; a fixed name order keeps concurrent writers from deadlocking.
-        self.uow.x(
-            _statistics_upsert(self.uow.factory.dialect),
-            [
-                {"name": name, "value": float(deltas[name]), "updated_at": now}
-                for name in sorted(deltas)
-            ],
-        )
+        batch = WriteBatch(self.uow)
+        _add_statistics(batch, deltas, self.uow.now())
+        batch.run()
 
     def read(self) -> Mapping[str, float]:
         rows = self.uow.x(sa.select(trading_statistics.c.name, trading_statistics.c.value))
         return {r.name: float(r.value) for r in rows}
+
+
+def _add_statistics(batch: WriteBatch, deltas: Mapping[str, float], now: dt.datetime) -> None:
+    check_statistics(deltas)
+    statement = _statistics_upsert(batch.uow.factory.dialect)
+    for name in sorted(deltas):  # a fixed name order keeps concurrent writers from deadlocking
+        batch.add(statement, {"name": name, "value": float(deltas[name]), "updated_at": now})
 
 
 class _FenceRepo:

@@ -1,0 +1,109 @@
+"""PostgreSQL sends the checked writes of ``portfolio.save`` as one statement, and still
+checks each of them: a stale row among them fails the save and nothing of it commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from pm_adapters.sql.retry import create_engine
+from pm_adapters.sql.tables import metadata
+from pm_adapters.sql.uow import SqlUnitOfWorkFactory
+from pm_core.config import gold_mini
+from pm_core.errors import StaleVersionError
+from pm_core.model import ChangeSet, Mark
+from tests.kit.postgres import PgServer
+from tests.strategies import make_position
+
+pytestmark = pytest.mark.integration
+
+T0 = dt.datetime(2025, 11, 28, 10, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture()
+def factory(pg_server: PgServer) -> Iterator[SqlUnitOfWorkFactory]:
+    engine = create_engine(pg_server.create_database("batch"))
+    metadata.create_all(engine)
+    f = SqlUnitOfWorkFactory(engine)
+    f.initialise(5_000_000.0)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def _two_positions(factory: SqlUnitOfWorkFactory) -> None:
+    inst = gold_mini()
+    opened = (
+        make_position(inst, id=-1, lots=2, entry=78_000.0, stop=77_000.0),
+        make_position(inst, id=-2, label="Long_2", lots=1, entry=78_500.0, stop=77_500.0),
+    )
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+        uow.portfolio.save(ChangeSet(create=opened), snap.version)
+        uow.commit()
+
+
+def _statements(factory: SqlUnitOfWorkFactory) -> list[str]:
+    seen: list[str] = []
+
+    @event.listens_for(factory.engine, "before_cursor_execute")
+    def _record(*args: Any) -> None:
+        seen.append(args[2])
+
+    return seen
+
+
+def _changes(positions: Any, stop: float) -> ChangeSet:
+    return ChangeSet(
+        update=tuple(p.replace(current_stop=stop) for p in positions),
+        marks={"GOLD_MINI": Mark(79_000.0, 500.0, T0), "BANK_NIFTY": Mark(50_000.0, 300.0, T0)},
+        statistics={"entries_executed": 1, "exits_rejected": 2},
+    )
+
+
+def test_checked_writes_go_in_one_statement(factory: SqlUnitOfWorkFactory) -> None:
+    _two_positions(factory)
+    seen = _statements(factory)
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+        del seen[:]
+        uow.portfolio.save(_changes(snap.positions, 77_800.0), snap.version)
+        uow.commit()
+    # bump + 2 position updates + 2 marks + 2 counters: one round trip
+    assert len(seen) == 1 and seen[0].startswith("WITH w0 AS (UPDATE portfolio_state")
+    with factory.begin(read_only=True) as uow:
+        after = uow.portfolio.read()
+        counters = uow.statistics.read()
+    assert after.version == snap.version + 1
+    assert [(p.current_stop, p.version) for p in after.positions] == [(77_800.0, 2)] * 2
+    assert after.marks["BANK_NIFTY"].price == 50_000.0
+    assert (counters["entries_executed"], counters["exits_rejected"]) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("stale", ["portfolio", "position"])
+def test_a_stale_row_in_the_batch_fails_the_save(factory: SqlUnitOfWorkFactory, stale: str) -> None:
+    _two_positions(factory)
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+    positions = list(snap.positions)
+    version = snap.version
+    if stale == "portfolio":
+        version -= 1
+    else:
+        positions[1] = positions[1].replace(version=positions[1].version + 5)
+    with factory.begin() as uow, pytest.raises(StaleVersionError, match=stale):
+        uow.portfolio.lock()
+        uow.portfolio.save(_changes(positions, 77_900.0), version)
+    with factory.begin(read_only=True) as uow:
+        after = uow.portfolio.read()
+        counters = uow.statistics.read()
+        marks = uow.x(sa.text("SELECT count(*) FROM pyramiding_state")).scalar()
+    assert after.version == snap.version and marks == 0
+    assert [p.current_stop for p in after.positions] == [77_000.0, 77_500.0]
+    assert counters["exits_rejected"] == 0.0
