@@ -12,7 +12,7 @@ from typing import Literal, cast
 
 import attrs
 
-from pm_core.config import DomainConfig, Holiday, HolidayClosure, InstrumentConfig
+from pm_core.config import DomainConfig, Holiday, HolidayClosure, InstrumentConfig, derived
 from pm_core.errors import ConfigError
 from pm_core.model import Code, Position, label_number
 
@@ -128,6 +128,20 @@ def contract_for(
     instrument: InstrumentConfig, year: int, month: int, config: DomainConfig
 ) -> Contract:
     """The contract of a month with its lot size and point value (domain 2.2)."""
+    if config.instruments.get(instrument.id) is not instrument:
+        return _contract_for(instrument, year, month, config)
+    # Every base entry of a backtest looks at two or three months; the answer is pure.
+    memo = derived(config, "contract_for")
+    key = (instrument.id, year, month)
+    contract: Contract | None = memo.get(key)
+    if contract is None:
+        contract = memo[key] = _contract_for(instrument, year, month, config)
+    return contract
+
+
+def _contract_for(
+    instrument: InstrumentConfig, year: int, month: int, config: DomainConfig
+) -> Contract:
     expiry = expiry_for(instrument, year, month, config)
     lot_size = instrument.lot_size_for(expiry)
     return Contract(

@@ -190,6 +190,29 @@ class DomainConfig:
 
 _ZONES: dict[str, ZoneInfo] = {}
 
+# Pure results derived from one configuration (contracts per date, ...), for the latest
+# configuration seen. Configurations are immutable but unhashable (mapping fields), so they are
+# matched by identity; the cache holds the configuration itself, so its id cannot be reused
+# by another object while the entries live. Another configuration replaces the whole cache.
+_DERIVED: tuple[DomainConfig | None, dict[str, dict[Any, Any]]] = (None, {})
+
+
+def derived(config: DomainConfig, name: str) -> dict[Any, Any]:
+    """A memo of pure results computed from ``config``, keyed by their other (hashable) inputs.
+
+    Only for values that depend on nothing but ``config`` and the key; the dict is shared by
+    every caller asking for ``name`` with the same configuration object.
+    """
+    global _DERIVED
+    owner, memos = _DERIVED
+    if owner is not config:
+        memos = {}
+        _DERIVED = (config, memos)
+    memo = memos.get(name)
+    if memo is None:
+        memo = memos[name] = {}
+    return memo
+
 
 def _zone(name: str) -> ZoneInfo:
     zone = _ZONES.get(name)
