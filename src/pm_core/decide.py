@@ -49,6 +49,7 @@ from pm_core.model import (
     PyramidingState,
     PyramidSizing,
     ReceivedSignal,
+    RecordedSignals,
     Settlement,
     Signal,
     Trade,
@@ -65,22 +66,42 @@ _STAT_PREFIX = {"BASE_ENTRY": "entries", "PYRAMID": "pyramids", "EXIT": "exits"}
 # --------------------------------------------------------------------------- decide
 
 
-@attrs.define
 class _Draft:
-    """Mutable scratch state of one decision; frozen into a Decision at the end."""
+    """Mutable scratch state of one decision; frozen into a Decision at the end.
 
-    positions: list[Position]  # live positions after marking, opening order
-    updated: dict[int, Position] = attrs.field(factory=dict)
-    created: list[Position] = attrs.field(factory=list)
-    events: list[Code] = attrs.field(factory=list)
-    intents: list[OrderIntent] = attrs.field(factory=list)
-    pyramiding: dict[str, PyramidingState | None] = attrs.field(factory=dict)
-    marks: dict[str, Mark] = attrs.field(factory=dict)
-    statistics: dict[str, float] = attrs.field(factory=dict)
+    A plain slotted class, not attrs: one is built per signal, and the backtest folds many.
+    """
+
+    __slots__ = (
+        "created",
+        "events",
+        "intents",
+        "marks",
+        "positions",
+        "pyramiding",
+        "statistics",
+        "updated",
+    )
+
+    def __init__(self, positions: list[Position]) -> None:
+        self.positions = positions  # live positions after marking, opening order
+        self.updated: dict[int, Position] = {}
+        self.created: list[Position] = []
+        self.events: list[Code] = []
+        self.intents: list[OrderIntent] = []
+        self.pyramiding: dict[str, PyramidingState | None] = {}
+        self.marks: dict[str, Mark] = {}
+        self.statistics: dict[str, float] = {}
 
     def replace(self, new: Position) -> None:
         self.updated[new.id] = new
-        self.positions = [new if p.id == new.id else p for p in self.positions]
+        pid = new.id
+        self.positions = [new if p.id == pid else p for p in self.positions]
+
+    def replace_many(self, news: Mapping[int, Position]) -> None:
+        """Several replacements in one pass over the positions (marking updates many)."""
+        self.updated.update(news)
+        self.positions = [news.get(p.id, p) for p in self.positions]
 
     def changes(self) -> ChangeSet:
         return ChangeSet(
@@ -190,9 +211,13 @@ def _mark_instrument(
         return
     if result.mark is not None:
         draft.marks[instrument.id] = result.mark
-    for before, after in zip(own, result.positions, strict=True):
-        if after is not before:
-            draft.replace(after)
+    changed = {
+        after.id: after
+        for before, after in zip(own, result.positions, strict=True)
+        if after is not before
+    }
+    if changed:
+        draft.replace_many(changed)
     if not config.portfolio.exit_on_stop_hit or not result.hit_ids:
         draft.events.extend(result.events)
         return
@@ -685,11 +710,12 @@ def paper_fill(intent: OrderIntent, slippage_ticks: int = 0, tick_size: float = 
 
 def _filled_lots(
     intents: Sequence[OrderIntent], fills: Mapping[str, Fill]
-) -> tuple[int, dict[str, Decimal | None], Code]:
-    """Lots held on every leg (the smallest filled leg), average fill per leg, failure code.
+) -> tuple[int, dict[str, Decimal | None], Fill | None, str]:
+    """Lots held on every leg (the smallest filled leg), average fill per leg, and what failed.
 
     A leg split at the freeze quantity arrives as several child intents: their fills add up,
-    at their quantity-weighted average price.
+    at their quantity-weighted average price. The failing fill (if any) and the detail give
+    the failure code (``_failure_code``), built only when a caller needs it.
     """
     quantity: dict[str, int] = {}
     per_lot: dict[str, int] = {}
@@ -699,15 +725,19 @@ def _filled_lots(
     for intent in intents:
         leg = intent.leg
         per_lot[leg] = intent.quantity // intent.lots if intent.lots else 1
-        quantity.setdefault(leg, 0)
         fill = fills.get(intent.client_order_id)
         if fill is None:
+            quantity.setdefault(leg, 0)
             detail = detail or f"{intent.symbol} {intent.action} {intent.quantity} not filled"
             continue
         filled = fill.filled_quantity
-        quantity[leg] += filled
+        quantity[leg] = quantity.get(leg, 0) + filled
         if fill.average_price is not None and filled > 0:
-            priced.setdefault(leg, []).append((filled, fill.average_price))
+            parts = priced.get(leg)
+            if parts is None:
+                priced[leg] = [(filled, fill.average_price)]
+            else:
+                parts.append((filled, fill.average_price))
         if fill.state != "filled" and not detail:
             detail = (
                 fill.detail or f"{intent.symbol} {intent.action} {intent.quantity} {fill.state}"
@@ -715,7 +745,7 @@ def _filled_lots(
             failure = fill
     averages = {leg: _average(priced.get(leg)) for leg in quantity}
     lots = min((qty // per_lot[leg] if per_lot[leg] else 0) for leg, qty in quantity.items())
-    return lots, averages, _failure_code(failure, detail)
+    return lots, averages, failure, detail
 
 
 def _average(parts: list[tuple[int, Decimal]] | None) -> Decimal | None:
@@ -751,6 +781,9 @@ def _fill_price(
     return None, None, None
 
 
+_EXECUTED_STAT = {True: "entries_executed", False: "pyramids_executed"}
+
+
 def apply_fills(
     snapshot: PortfolioSnapshot,
     intents: Sequence[OrderIntent],
@@ -760,7 +793,11 @@ def apply_fills(
     """Turn a signal's reservations into actual positions and closes from the fills."""
     by_position: dict[int, list[OrderIntent]] = {}
     for intent in intents:
-        by_position.setdefault(intent.position_id, []).append(intent)
+        group = by_position.get(intent.position_id)
+        if group is None:
+            by_position[intent.position_id] = [intent]
+        else:
+            group.append(intent)
     use_fill = config.portfolio.pnl_price_source == "fill"
     closed_equity = snapshot.closed_equity
     updates: list[Position] = []
@@ -772,26 +809,25 @@ def apply_fills(
     codes_out: list[Code] = []
     own_ok = own_failed = 0
 
-    def bump(name: str) -> None:
-        stats[name] = stats.get(name, 0) + 1
-
-    live = {p.id: p for p in snapshot.positions if p.id in by_position}
     # Closes settle before opens so that a cleared anchor is never resurrected by a pyramid.
-    ordered = sorted(live.values(), key=lambda p: p.status == "pending_open")
-    for position in ordered:
-        group = by_position[position.id]
-        lots, by_leg, failure = _filled_lots(group, fills)
+    closes: list[Position] = []
+    opens: list[Position] = []
+    for p in snapshot.positions:
+        if p.id in by_position:
+            (opens if p.status == "pending_open" else closes).append(p)
+    for position in closes + opens if opens and closes else closes or opens:
+        lots, by_leg, failed, detail = _filled_lots(by_position[position.id], fills)
         fill_px, ce_px, pe_px = _fill_price(position, by_leg)
+        instrument = position.instrument
         if position.status == "pending_open":
-            kind = "entries" if position.is_base_position else "pyramids"
             if lots <= 0:
                 updates.append(position.replace(status="failed", lots=0, quantity=0))
-                state = snapshot.pyramiding.get(position.instrument)
+                state = snapshot.pyramiding.get(instrument)
                 if position.is_base_position and state and state.base_position_id == position.id:
-                    pyramiding[position.instrument] = None
-                bump("orders_failed")
+                    pyramiding[instrument] = None
+                stats["orders_failed"] = stats.get("orders_failed", 0) + 1
                 own_failed += 1
-                codes_out.append(failure)
+                codes_out.append(_failure_code(failed, detail))
                 continue
             basis = fill_px if (use_fill and fill_px is not None) else position.entry_price
             updates.append(
@@ -805,13 +841,14 @@ def apply_fills(
                     pe_entry_price=pe_px,
                 )
             )
-            state = snapshot.pyramiding.get(position.instrument)
-            cleared = position.instrument in pyramiding and pyramiding[position.instrument] is None
+            state = snapshot.pyramiding.get(instrument)
+            cleared = instrument in pyramiding and pyramiding[instrument] is None
             if not position.is_base_position and state is not None and not cleared:
-                pyramiding[position.instrument] = PyramidingState(
+                pyramiding[instrument] = PyramidingState(
                     state.base_position_id, position.entry_price
                 )
-            bump(f"{kind}_executed")
+            stat = _EXECUTED_STAT[position.is_base_position]
+            stats[stat] = stats.get(stat, 0) + 1
             own_ok += 1
             settled.append(DecisionPosition(position.key, lots, position.entry_price))
             continue
@@ -821,17 +858,17 @@ def apply_fills(
             continue
         if lots <= 0:
             updates.append(position.replace(status=pending.prior_status, pending_exit=None))
-            bump("orders_failed")
+            stats["orders_failed"] = stats.get("orders_failed", 0) + 1
             if not pending.stop_hit:
                 own_failed += 1
+                failure = _failure_code(failed, detail)
                 codes_out.append(Code(failure.code, {"key": position.key, **failure.params}))
             continue
         k = min(lots, pending.lots)
         exit_price = fill_px if (use_fill and fill_px is not None) else pending.price
         pnl = (exit_price - position.basis) * k * position.point_value
         closed_equity += pnl
-        whole = k >= position.lots
-        if whole:
+        if k >= position.lots:
             new = position.replace(
                 status="closed",
                 pending_exit=None,
@@ -842,12 +879,12 @@ def apply_fills(
                 exit_reason=pending.reason,
             )
             trade_pnl = pnl + position.rollover_realized_pnl
-            state = snapshot.pyramiding.get(position.instrument)
+            state = snapshot.pyramiding.get(instrument)
             if state is not None and state.base_position_id == position.id:
-                pyramiding[position.instrument] = None
+                pyramiding[instrument] = None
         else:
             remaining = position.lots - k
-            last = snapshot.marks.get(position.instrument)
+            last = snapshot.marks.get(instrument)
             mark_price = last.price if last is not None else pending.price
             new = position.replace(
                 status="partial",
@@ -861,19 +898,19 @@ def apply_fills(
         updates.append(new)
         trades.append(
             Trade(
-                position_id=position.id,
-                instrument=position.instrument,
-                label=position.label,
-                is_base=position.is_base_position,
-                entry_time=position.entry_timestamp,
-                entry_price=position.entry_price,
-                initial_stop=position.initial_stop,
-                point_value=position.point_value,
-                exit_time=pending.timestamp,
-                exit_price=exit_price,
-                lots=k,
-                pnl=trade_pnl,
-                exit_reason=pending.reason,
+                position.id,
+                instrument,
+                position.label,
+                position.is_base_position,
+                position.entry_timestamp,
+                position.entry_price,
+                position.initial_stop,
+                position.point_value,
+                pending.timestamp,
+                exit_price,
+                k,
+                trade_pnl,
+                pending.reason,
             )
         )
         if pnl != 0.0:
@@ -881,9 +918,9 @@ def apply_fills(
                 LedgerEntry("trading_pnl", pnl, closed_equity, position.id, pending.reason)
             )
         if pending.stop_hit:
-            bump("stop_hit_exits")
+            stats["stop_hit_exits"] = stats.get("stop_hit_exits", 0) + 1
         else:
-            bump("exits_executed")
+            stats["exits_executed"] = stats.get("exits_executed", 0) + 1
             own_ok += 1
             settled.append(DecisionPosition(position.key, k, exit_price, pnl))
 
@@ -905,11 +942,11 @@ def apply_fills(
         ledger=tuple(ledger),
         statistics=stats,
         settlement=Settlement(
-            outcome=outcome,  # type: ignore[arg-type]
-            codes=tuple(codes_out),
-            messages=tuple(reason.render(c) for c in codes_out),
-            positions=tuple(settled),
-            total_pnl=total,
+            outcome,  # type: ignore[arg-type]
+            tuple(codes_out),
+            tuple([reason.render(c) for c in codes_out]) if codes_out else (),
+            tuple(settled),
+            total,
         ),
     )
 
@@ -921,13 +958,18 @@ def settle_decision(decision: Decision, settlement: Settlement | None) -> Decisi
     total = decision.total_pnl
     if total is not None:
         total = settlement.total_pnl if settlement.total_pnl is not None else 0.0
-    return attrs.evolve(
-        decision,
-        outcome=settlement.outcome,
-        codes=decision.codes + settlement.codes,
-        messages=decision.messages + settlement.messages,
-        positions=settlement.positions,
-        total_pnl=total,
+    # Built directly rather than with attrs.evolve: the backtest settles every signal.
+    return Decision(
+        settlement.outcome,
+        decision.codes + settlement.codes,
+        decision.messages + settlement.messages,
+        decision.sizing,
+        settlement.positions,
+        total,
+        decision.events,
+        decision.changes,
+        decision.intents,
+        decision.duplicate_of,
     )
 
 
@@ -938,31 +980,39 @@ def apply_changes_mapped(
     snapshot: PortfolioSnapshot, changes: ChangeSet
 ) -> tuple[PortfolioSnapshot, dict[int, int]]:
     """Apply a ChangeSet to an in-memory snapshot; returns it and placeholder -> real ids."""
+    return _apply_changes(snapshot, changes, None)
+
+
+def _apply_changes(
+    snapshot: PortfolioSnapshot, changes: ChangeSet, recorded: RecordedSignals | None
+) -> tuple[PortfolioSnapshot, dict[int, int]]:
+    """apply_changes_mapped, optionally also replacing ``recorded`` (one snapshot copy less)."""
     next_id = snapshot.next_position_id
     idmap: dict[int, int] = {}
-    for p in changes.create:
+    create = changes.create
+    for p in create:
         idmap[p.id] = next_id
         next_id += 1
 
-    def real(pid: int | None) -> int | None:
-        if pid is None or pid >= 0:
-            return pid
-        return idmap.get(pid, pid)
-
     positions = snapshot.positions
-    if changes.update or changes.create:
+    update = changes.update
+    if update or create:
         # Insertion order stays ascending by id: updates keep their place, new ids are larger.
         by_id: dict[int, Position] = {p.id: p for p in positions}
-        for p in changes.update:
-            current = by_id.get(p.id)
+        for p in update:
+            pid = p.id
+            current = by_id.get(pid)
             version = (current.version if current is not None else p.version) + 1
-            if p.status in ("closed", "failed"):
-                by_id.pop(p.id, None)
+            if p.status == "closed" or p.status == "failed":
+                by_id.pop(pid, None)
             else:
-                by_id[p.id] = p.replace(version=version)
-        for p in changes.create:
+                by_id[pid] = p.replace(version=version)
+        for p in create:
             new_id = idmap[p.id]
-            by_id[new_id] = p.replace(id=new_id, anchor_base_id=real(p.anchor_base_id))
+            anchor = p.anchor_base_id
+            if anchor is not None and anchor < 0:
+                anchor = idmap.get(anchor, anchor)
+            by_id[new_id] = p.replace(id=new_id, anchor_base_id=anchor)
         positions = tuple(by_id.values())
 
     pyramiding = snapshot.pyramiding
@@ -972,9 +1022,10 @@ def apply_changes_mapped(
             if state is None:
                 pyramiding.pop(inst, None)
             else:
-                pyramiding[inst] = PyramidingState(
-                    real(state.base_position_id), state.last_pyramid_price
-                )
+                base = state.base_position_id
+                if base is not None and base < 0:
+                    base = idmap.get(base, base)
+                pyramiding[inst] = PyramidingState(base, state.last_pyramid_price)
     marks = snapshot.marks
     if changes.marks:
         marks = {**marks, **changes.marks}
@@ -987,19 +1038,17 @@ def apply_changes_mapped(
             else:
                 new_blocks[inst] = block
         blocks = new_blocks
-    closed_equity, equity_high = snapshot.closed_equity, snapshot.equity_high
-    if changes.portfolio is not None:
-        closed_equity = changes.portfolio.closed_equity
-        equity_high = changes.portfolio.equity_high
+    equity = changes.portfolio
     new = snapshot.replace(
         version=snapshot.version + 1,
-        closed_equity=closed_equity,
-        equity_high=equity_high,
+        closed_equity=snapshot.closed_equity if equity is None else equity.closed_equity,
+        equity_high=snapshot.equity_high if equity is None else equity.equity_high,
         positions=positions,
         pyramiding=pyramiding,
         marks=marks,
         blocks=blocks,
         next_position_id=next_id,
+        recorded=snapshot.recorded if recorded is None else recorded,
     )
     return new, idmap
 
@@ -1013,6 +1062,8 @@ def remap_intents(
     intents: Sequence[OrderIntent], idmap: Mapping[int, int]
 ) -> tuple[OrderIntent, ...]:
     """Intents with placeholder position ids replaced by the ids a save gave."""
+    if not idmap:
+        return tuple(intents)
     return tuple(
         i.replace(position_id=idmap[i.position_id]) if i.position_id in idmap else i
         for i in intents
@@ -1047,18 +1098,27 @@ def step(
     )
     if decision.outcome == "duplicate":
         return StepResult(snapshot, decision, (), True)
-    state, idmap = apply_changes_mapped(snapshot, decision.changes)
-    trades = decision.changes.close
-    final = decision
-    if decision.intents:
-        intents = remap_intents(decision.intents, idmap)
-        tick = config.instruments[signal.instrument].tick_size
-        fills = {i.client_order_id: paper_fill(i, slippage_ticks, tick) for i in intents}
-        settled = apply_fills(state, intents, fills, config)
-        state = apply_changes(state, settled)
-        trades = trades + settled.close
-        final = settle_decision(decision, settled.settlement)
-    if dedup and final.outcome in RECORDED_OUTCOMES:
-        ref = recorded_from(signal, received.fingerprint, final.outcome)
-        state = state.replace(recorded=state.recorded.with_signal(ref))
-    return StepResult(state, final, trades, False)
+    changes = decision.changes
+    if not decision.intents:
+        final = decision
+        recorded = _recorded(snapshot, signal, received.fingerprint, final.outcome, dedup)
+        state = _apply_changes(snapshot, changes, recorded)[0]
+        return StepResult(state, final, changes.close, False)
+    state, idmap = _apply_changes(snapshot, changes, None)
+    intents = remap_intents(decision.intents, idmap)
+    tick = config.instruments[signal.instrument].tick_size
+    fills = {i.client_order_id: paper_fill(i, slippage_ticks, tick) for i in intents}
+    settled = apply_fills(state, intents, fills, config)
+    final = settle_decision(decision, settled.settlement)
+    recorded = _recorded(state, signal, received.fingerprint, final.outcome, dedup)
+    state = _apply_changes(state, settled, recorded)[0]
+    return StepResult(state, final, changes.close + settled.close, False)
+
+
+def _recorded(
+    snapshot: PortfolioSnapshot, signal: Signal, fingerprint: str, outcome: str, dedup: bool
+) -> RecordedSignals | None:
+    """The duplicate index after this signal (None: unchanged)."""
+    if dedup and outcome in RECORDED_OUTCOMES:
+        return snapshot.recorded.with_signal(recorded_from(signal, fingerprint, outcome))
+    return None

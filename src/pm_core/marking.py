@@ -22,6 +22,10 @@ class MarkResult:
     stale: bool
 
 
+# Position.roll_incomplete, inlined: marking runs over every position of every signal.
+_ROLL_INCOMPLETE = ("in_progress", "failed")
+
+
 def effective_stop(
     price: float, stop: float, atr: float, instrument: InstrumentConfig
 ) -> tuple[float, bool]:
@@ -47,9 +51,9 @@ def mark(
         return MarkResult(tuple(positions), (), (), None, True)
     trail_by = instrument.trailing_atr_mult * atr if atr > 0 else None
     updated: list[Position] = []
-    hits: list[tuple[tuple[int, str], Position]] = []
+    hits: list[tuple[tuple[int, str], Position]] | None = None
     for position in positions:
-        if position.status == "pending_open" or position.roll_incomplete:
+        if position.status == "pending_open" or position.rollover_status in _ROLL_INCOMPLETE:
             updated.append(position)
             continue
         unrealized = (price - position.basis) * position.lots * position.point_value
@@ -69,7 +73,12 @@ def mark(
             )
         updated.append(position)
         if price < stop:
+            if hits is None:
+                hits = []
             hits.append((_label_order(position.label), position))
+    if hits is None:
+        # The common case: nothing hit, no events to sort or build.
+        return MarkResult(tuple(updated), (), (), Mark(price, atr, ts), False)
     hits.sort(key=lambda hit: hit[0])
     events = tuple(
         Code("stop_hit", {"key": p.key, "price": price, "stop": p.current_stop}) for _, p in hits

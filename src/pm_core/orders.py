@@ -38,11 +38,16 @@ def client_order_id(fingerprint_part: str, label_number: int, leg: str, attempt:
     ``fingerprint_part`` is the full fingerprint (its first 16 hex are used) or, without a
     signal, ``r<position id>.<roll no>`` / ``m<group id>``.
     """
+    return _client_order_id(_fingerprint_part(fingerprint_part), label_number, leg, attempt)
+
+
+def _client_order_id(part: str, label_number: int, leg: str, attempt: int) -> str:
+    """client_order_id with the fingerprint part already checked (once per intent group)."""
     if leg not in LEGS:
         raise ValueError(f"leg must be one of {', '.join(LEGS)}, got {leg!r}")
     if label_number < 0 or attempt < 1:
         raise ValueError("label number must be >= 0 and attempt >= 1")
-    cid = f"pm-{_fingerprint_part(fingerprint_part)}-{label_number}-{leg}-{attempt}"
+    cid = f"pm-{part}-{label_number}-{leg}-{attempt}"
     if len(cid) > MAX_CLIENT_ORDER_ID:
         raise ValueError(f"client order id {cid!r} is longer than {MAX_CLIENT_ORDER_ID} characters")
     return cid
@@ -187,8 +192,9 @@ def intents_for(
     """Market intents in send order; a frozen leg becomes children ``<id>.1``, ``<id>.2``, ..."""
     intents: list[OrderIntent] = []
     seq = first_seq
+    part = _fingerprint_part(fingerprint_part) if legs else ""
     for spec in legs:
-        parent = client_order_id(fingerprint_part, label_number, spec.leg, attempt)
+        parent = _client_order_id(part, label_number, spec.leg, attempt)
         per_lot = spec.quantity // spec.lots
         for n, qty in enumerate(spec.slices, start=1):
             cid = parent if len(spec.slices) == 1 else child_order_id(parent, n)
