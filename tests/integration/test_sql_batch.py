@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from pm_adapters.sql import driver
 from pm_adapters.sql.retry import create_engine
 from pm_adapters.sql.tables import metadata
 from pm_adapters.sql.uow import SqlUnitOfWorkFactory
@@ -49,13 +50,21 @@ def _two_positions(factory: SqlUnitOfWorkFactory) -> None:
         uow.commit()
 
 
-def _statements(factory: SqlUnitOfWorkFactory) -> list[str]:
+def _statements(factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """SQL sent to the server from now on, on either path (Core or driver)."""
     seen: list[str] = []
 
     @event.listens_for(factory.engine, "before_cursor_execute")
     def _record(*args: Any) -> None:
         seen.append(args[2])
 
+    through = driver.run
+
+    def run(connection: sa.Connection, sql: str, params: Any, **kw: Any) -> Any:
+        seen.append(sql)
+        return through(connection, sql, params, **kw)
+
+    monkeypatch.setattr(driver, "run", run)
     return seen
 
 
@@ -67,9 +76,11 @@ def _changes(positions: Any, stop: float) -> ChangeSet:
     )
 
 
-def test_checked_writes_go_in_one_statement(factory: SqlUnitOfWorkFactory) -> None:
+def test_checked_writes_go_in_one_statement(
+    factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _two_positions(factory)
-    seen = _statements(factory)
+    seen = _statements(factory, monkeypatch)
     with factory.begin() as uow:
         snap = uow.portfolio.lock()
         del seen[:]

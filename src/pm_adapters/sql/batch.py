@@ -19,57 +19,18 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from pm_adapters.sql import driver
 
 if TYPE_CHECKING:
     from pm_adapters.sql.uow import SqlUnitOfWork
 
 Check = Callable[[int], None]
 _PARAM = re.compile(r"%\((\w+)\)s")
-
-
-@attrs.frozen
-class CompiledWrite:
-    """A write's SQL with ``%(name)s`` placeholders, and how to bind its parameters."""
-
-    sql: str
-    compiled: Any  # sqlalchemy SQLCompiler: construct_params fills defaults (``version + 1``)
-    processors: Mapping[str, Callable[[Any], Any]]
-
-    def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        values: dict[str, Any] = self.compiled.construct_params(params)
-        for name, process in self.processors.items():
-            values[name] = process(values[name])
-        return values
-
-
-_compiled: dict[tuple[int, frozenset[str]], tuple[Any, CompiledWrite]] = {}
-_compiled_lock = threading.Lock()
-
-
-def compile_write(statement: Any, dialect: Any, keys: frozenset[str]) -> CompiledWrite:
-    """The statement compiled for these parameter names (kept for the process lifetime)."""
-    key = (id(statement), keys)
-    found = _compiled.get(key)
-    if found is not None and found[0] is statement:
-        return found[1]
-    compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
-    sql = str(compiled)
-    if "POSTCOMPILE" in sql:
-        raise ValueError("expanding parameters cannot be batched")
-    processors: dict[str, Callable[[Any], Any]] = {}
-    for name, bind in compiled.binds.items():
-        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            processors[name] = process
-    write = CompiledWrite(sql, compiled, processors)
-    with _compiled_lock:
-        _compiled[key] = (statement, write)  # the statement is kept alive with its id
-    return write
 
 
 @attrs.define
@@ -115,11 +76,11 @@ class WriteBatch:
         parts: list[str] = []
         params: dict[str, Any] = {}
         for i, w in enumerate(writes):
-            compiled = compile_write(w.statement, dialect, frozenset(w.params))
-            parts.append(compiled.sql)
-            for name, value in compiled.bind(w.params).items():
+            statement = driver.compiled(w.statement, dialect, frozenset(w.params))
+            parts.append(statement.sql)
+            for name, value in statement.bind(w.params).items():
                 params[f"w{i}_{name}"] = value
-        counts = self.uow.x_sql(_combined_sql(tuple(parts)), params).one()
+        counts = self.uow.driver(_combined_sql(tuple(parts)), params).fetchone()
         for w, count in zip(writes, counts, strict=True):
             if w.check is not None:
                 w.check(int(count))

@@ -29,6 +29,7 @@ from pm_adapters.memory.uow import (
     check_statistics,
     finish_state,
 )
+from pm_adapters.sql import driver
 from pm_adapters.sql import rows as rowconv
 from pm_adapters.sql.batch import WriteBatch
 from pm_adapters.sql.redact import redact_url
@@ -313,13 +314,27 @@ class SqlUnitOfWork:
                 raise exc.orig from exc
             raise
 
-    def x_sql(self, sql: str, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
-        """Execute driver SQL with driver-ready parameters (errors translated like ``x``)."""
-        conn = self._start()
-        try:
-            return conn.exec_driver_sql(sql, params)
-        except sa.exc.DBAPIError as exc:
-            raise translate(exc, self.factory.url) from exc
+    def driver(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Run driver SQL on this unit's connection (PostgreSQL); the psycopg cursor."""
+        return driver.run(
+            self._start(), sql, params, translate=lambda e: translate(e, self.factory.url)
+        )
+
+    def fetch(self, statement: Any, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """All rows of a statement built once at import (the driver path on PostgreSQL)."""
+        if not self.is_pg:
+            return list(self.x(statement, params))
+        dialect = self.factory.engine.dialect
+        compiled = driver.compiled(statement, dialect, frozenset(params or ()))
+        cursor = self.driver(compiled.sql, compiled.bind(params) if params else None)
+        return compiled.convert(dialect, cursor.description, cursor.fetchall())
+
+    def write(self, statement: Any, params: Mapping[str, Any]) -> int:
+        """Row count of a write built once at import (the driver path on PostgreSQL)."""
+        if not self.is_pg:
+            return int(self.x(statement, params).rowcount)
+        compiled = driver.compiled(statement, self.factory.engine.dialect, frozenset(params))
+        return int(self.driver(compiled.sql, compiled.bind(params)).rowcount)
 
     def upsert(
         self,
@@ -490,15 +505,16 @@ class _PortfolioRepo:
 
     def _snapshot(self, *, lock: bool) -> PortfolioSnapshot:
         uow = self.uow
-        row = uow.x(_LOCK_Q if lock and not uow.read_only else _STATE_Q).first()
-        if row is None:
+        rows = uow.fetch(_LOCK_Q if lock and not uow.read_only else _STATE_Q)
+        if not rows:
             raise NotInitialised(_NOT_INIT)
+        row = rows[0]
         found: list[Position] = []
         pyramiding: dict[str, PyramidingState] = {}
         marks: dict[str, Mark] = {}
         blocks: dict[str, Block] = {}
         live_versions: dict[int, int] = {}
-        for r in uow.x(_SNAPSHOT_Q):
+        for r in uow.fetch(_SNAPSHOT_Q):
             if r.kind == "p":
                 live_versions[r.id] = r.version
                 continue
@@ -722,7 +738,7 @@ class _SignalRepo:
         claim_epoch: int = 1,
     ) -> ClaimResult:
         uow = self.uow
-        new_id = uow.x(
+        claimed = uow.fetch(
             _claim_insert(uow.factory.dialect),
             {
                 "fingerprint": fingerprint,
@@ -736,9 +752,9 @@ class _SignalRepo:
                 "owner_instance_id": owner,
                 "claim_epoch": claim_epoch,
             },
-        ).scalar()
-        if new_id is not None:
-            return Claimed(id=int(new_id), epoch=claim_epoch)
+        )
+        if claimed:
+            return Claimed(id=int(claimed[0][0]), epoch=claim_epoch)
         row = uow.x(_DUPLICATE_BUMP, {"fp": fingerprint, "at": uow.now()}).first()
         if row is None:  # the conflicting row vanished (retention): the caller retries
             raise StaleVersionError(f"signal {fingerprint[:16]} conflicted but is gone")
@@ -752,8 +768,8 @@ class _SignalRepo:
         )
 
     def _owned_update(self, signal_id: int, epoch: int, values: Mapping[str, Any]) -> None:
-        done = self.uow.x(_OWNED_UPDATE, {**values, "sid": signal_id, "seen_epoch": epoch})
-        if done.rowcount == 0:
+        done = self.uow.write(_OWNED_UPDATE, {**values, "sid": signal_id, "seen_epoch": epoch})
+        if done == 0:
             raise ClaimLost(f"signal {signal_id}: claim epoch {epoch} is no longer current")
 
     def set_state(self, signal_id: int, state: SignalState, epoch: int) -> None:

@@ -1,0 +1,129 @@
+"""The PostgreSQL hot path: statements built once, run straight on the psycopg connection.
+
+A signal transaction is a handful of small statements. Through ``Connection.execute`` each
+one pays for SQLAlchemy's execution context, cache-key lookup and result wrapping, which
+costs about as much as the round trip itself. Here a statement built once at import is
+compiled once per set of parameter names, its parameters are bound with the column types'
+own bind processors and its rows converted with their result processors, so the values are
+exactly what the Core path gives (floats from NUMERIC, aware UTC datetimes, parsed JSON).
+Driver errors are wrapped and translated as on the Core path, and a lost connection is
+invalidated so the pool never hands it out again.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+Processor = Callable[[Any], Any] | None
+
+
+@attrs.define(eq=False)
+class Compiled:
+    """A statement's SQL with ``%(name)s`` placeholders, and how to bind and convert."""
+
+    sql: str
+    compiled: Any  # SQLCompiler: construct_params fills constant binds (``version + 1``)
+    binders: Mapping[str, Callable[[Any], Any]]
+    columns: Sequence[Any]  # selected/returned columns, for their result processors
+    row_type: type[Any] | None = None
+    converters: tuple[Processor, ...] | None = None  # set from the first cursor description
+
+    def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = self.compiled.construct_params(params)
+        for name, process in self.binders.items():
+            values[name] = process(values[name])
+        return values
+
+    def convert(self, dialect: Any, description: Sequence[Any], rows: list[Any]) -> list[Any]:
+        converters = self.converters
+        if converters is None:
+            converters = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, d.type_code)
+                for column, d in zip(self.columns, description, strict=True)
+            )
+            self.converters = converters
+        assert self.row_type is not None
+        make = self.row_type._make
+        if not any(converters):
+            return [make(row) for row in rows]
+        pairs = tuple(enumerate(converters))
+        return [make([row[i] if c is None else c(row[i]) for i, c in pairs]) for row in rows]
+
+
+_cache: dict[tuple[int, frozenset[str]], tuple[Any, Compiled]] = {}
+_cache_lock = threading.Lock()
+
+
+def compiled(statement: Any, dialect: Any, keys: frozenset[str] = frozenset()) -> Compiled:
+    """``statement`` compiled for these parameter names (kept for the process lifetime).
+
+    A statement without parameter names is compiled with its constants inline.
+    """
+    key = (id(statement), keys)
+    found = _cache.get(key)
+    if found is not None and found[0] is statement:
+        return found[1]
+    compiler = statement.compile(
+        dialect=dialect,
+        column_keys=sorted(keys),
+        compile_kwargs={} if keys else {"literal_binds": True},
+    )
+    if "POSTCOMPILE" in str(compiler):
+        raise ValueError("expanding parameters are not supported here")
+    binders: dict[str, Callable[[Any], Any]] = {}
+    for name, bind in compiler.binds.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            binders[name] = process
+    columns = list(getattr(statement, "selected_columns", None) or _returning(statement))
+    # Rows answer to the column names like the Core path's Row.
+    row_type = _row_type(tuple(c.key for c in columns)) if columns else None
+    entry = Compiled(str(compiler), compiler, binders, columns, row_type)
+    with _cache_lock:
+        _cache[key] = (statement, entry)  # keeps the statement alive while its id is a key
+    return entry
+
+
+def _row_type(names: tuple[str, ...]) -> type[Any]:
+    make: Any = collections.namedtuple
+    row_type: type[Any] = make("Row", names, rename=True)
+    return row_type
+
+
+def _returning(statement: Any) -> Sequence[Any]:
+    returning = getattr(statement, "_returning", ())
+    return list(returning)
+
+
+def run(
+    connection: sa.Connection,
+    sql: str,
+    params: Mapping[str, Any] | None,
+    *,
+    translate: Callable[[BaseException], BaseException],
+) -> Any:
+    """Execute on the driver connection of ``connection``; the psycopg cursor."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql, params)
+    except Exception as exc:
+        dialect = connection.dialect
+        dbapi = dialect.loaded_dbapi
+        if not isinstance(exc, dbapi.Error):
+            raise
+        lost = dialect.is_disconnect(exc, raw, cursor)
+        wrapped = sa.exc.DBAPIError.instance(
+            sql, params, exc, dbapi.Error, connection_invalidated=lost, dialect=dialect
+        )
+        if lost:
+            connection.invalidate(exc)
+        raise translate(wrapped) from exc
+    return cursor
