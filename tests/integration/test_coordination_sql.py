@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from pm_adapters.clock import SystemClock
-from pm_adapters.redis.client import make_client
+from pm_adapters.redis.client import as_text, make_client
 from pm_adapters.redis.composite import Coordinator, build_coordination
 from pm_adapters.redis.lock import RedisSignalLock
 from pm_adapters.redis.ratebudget import RedisRateBudget
@@ -296,9 +296,9 @@ def test_release_orphans_scans_many_keys(redis_server: RedisServer) -> None:
     assert alive.release_orphans(is_live) == 300
     assert sorted(set(calls)) == ["alive-1", "dead-1"] and len(calls) == 2, "cached verdicts"
     assert len(list(client.scan_iter(match=f"{prefix}signal_lock:*"))) == 20
-    value = client.get(f"{prefix}signal_lock:a{0:063d}")
-    assert value is not None and value.decode().startswith("alive-1|")
-    assert len(value.decode().split("|")[1]) == 32, "128-bit token"
+    value = as_text(client.get(f"{prefix}signal_lock:a{0:063d}"))
+    assert value is not None and value.startswith("alive-1|")
+    assert len(value.split("|")[1]) == 32, "128-bit token"
     client.close()
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from pm_adapters.clock import SystemClock
 from pm_adapters.redis.breaker import Mode
-from pm_adapters.redis.client import make_client
+from pm_adapters.redis.client import as_text, make_client
 from pm_adapters.redis.composite import Coordinator
 from pm_adapters.sql.fence import SqlFence
 from pm_adapters.sql.registry import SqlInstanceRegistry
@@ -154,7 +154,7 @@ def test_redis_loss_switches_to_database_only_and_back_without_two_leaders(
         holder = leader.scheduler.lease
         assert wait_until(
             lambda: (
-                (probe.get(f"{settings.prefix}leader") or b"").decode()
+                (as_text(probe.get(f"{settings.prefix}leader")) or "")
                 == (holder.holder if holder else "")
             ),
             3,

@@ -99,7 +99,7 @@ class RedisServer:
         self.kill()
         self.start()
 
-    def client(self, timeout_ms: int = 250) -> redis.Redis[bytes]:
+    def client(self, timeout_ms: int = 250) -> redis.Redis:
         """A client with explicit socket timeouts."""
         return redis.Redis(
             host="127.0.0.1",

@@ -16,7 +16,7 @@ T = TypeVar("T")
 DEFAULT_PREFIX = "pm:"
 
 
-def make_client(url: str, timeout_ms: int = 250) -> redis.Redis[bytes]:
+def make_client(url: str, timeout_ms: int = 250) -> redis.Redis:
     """A client whose every call gives up after ``timeout_ms`` (connect and read), no retries.
 
     redis-py retries by default; the circuit breaker counts failures itself, so a hidden

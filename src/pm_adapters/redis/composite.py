@@ -89,7 +89,7 @@ class Coordinator:
 
     def __init__(
         self,
-        client: redis.Redis[bytes],
+        client: redis.Redis,
         fence: SqlFence,
         sql_registry: SqlInstanceRegistry,
         instance_id: str,

@@ -14,7 +14,7 @@ class RedisHeartbeats:
     """Writes and reads the short-lived liveness keys of instances."""
 
     def __init__(
-        self, client: redis.Redis[bytes], *, prefix: str = DEFAULT_PREFIX, heartbeat_ms: int = 2000
+        self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX, heartbeat_ms: int = 2000
     ) -> None:
         if heartbeat_ms <= 0:
             raise ValueError("PM_HEARTBEAT_MS must be positive")

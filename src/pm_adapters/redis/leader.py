@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal, cast
 
 import redis
 
@@ -38,7 +38,7 @@ RELEASED_NOTICE = "leader_released"
 class RedisLeaderKey:
     """SET NX PX to claim, compare-and-expire to renew, compare-and-delete to resign."""
 
-    def __init__(self, client: redis.Redis[bytes], *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         self._prefix = prefix
         self.key = f"{prefix}leader"
@@ -93,7 +93,7 @@ class ReleaseListener:
 
     def __init__(
         self,
-        client: redis.Redis[bytes],
+        client: redis.Redis,
         channel: str,
         on_released: Callable[[str], None],
         *,
@@ -115,7 +115,8 @@ class ReleaseListener:
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            # cast: pubsub() is untyped in some redis-py releases and typed in others
+            pubsub = cast(Any, self._client).pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self._channel)
                 while not self._stopped.is_set():

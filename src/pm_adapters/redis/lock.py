@@ -42,7 +42,7 @@ class RedisSignalLock:
 
     def __init__(
         self,
-        client: redis.Redis[bytes],
+        client: redis.Redis,
         instance_id: str,
         *,
         prefix: str = DEFAULT_PREFIX,
@@ -96,7 +96,7 @@ class RedisSignalLock:
         while True:
             cursor, keys = redis_call(partial(self._scan_page, cursor, pattern))
             if keys:
-                values: list[bytes | None] = redis_call(partial(self._client.mget, keys))
+                values: list[bytes | str | None] = redis_call(partial(self._client.mget, keys))
                 for key, raw in zip(keys, values, strict=True):
                     value = as_text(raw)
                     if value is None:
@@ -109,6 +109,6 @@ class RedisSignalLock:
             if int(cursor) == 0:
                 return removed
 
-    def _scan_page(self, cursor: int, pattern: str) -> tuple[int, list[bytes]]:
+    def _scan_page(self, cursor: int, pattern: str) -> tuple[int, list[bytes | str]]:
         next_cursor, keys = self._client.scan(cursor, match=pattern, count=self._scan_count)
         return int(next_cursor), list(keys)

@@ -32,7 +32,7 @@ class RedisRateBudget:
 
     def __init__(
         self,
-        client: redis.Redis[bytes],
+        client: redis.Redis,
         clock: Clock,
         *,
         prefix: str = DEFAULT_PREFIX,
