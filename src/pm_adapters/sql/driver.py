@@ -92,8 +92,18 @@ def compiled(statement: Any, dialect: Any, keys: frozenset[str] = frozenset()) -
 
 def _row_type(names: tuple[str, ...]) -> type[Any]:
     make: Any = collections.namedtuple
-    row_type: type[Any] = make("Row", names, rename=True)
-    return row_type
+    base: type[Any] = make("Row", names, rename=True)
+
+    class Row(base):  # type: ignore[misc]
+        """A row like SQLAlchemy's: attributes, indexes and ``_mapping``."""
+
+        __slots__ = ()
+
+        @property
+        def _mapping(self) -> dict[str, Any]:
+            return dict(zip(names, self, strict=True))
+
+    return Row
 
 
 def _returning(statement: Any) -> Sequence[Any]:

@@ -177,6 +177,12 @@ _POSITION_UPDATE = (
     )
     .values(version=portfolio_positions.c.version + 1)
 )
+_POSITION_INSERT = portfolio_positions.insert().returning(portfolio_positions.c.id)
+_POSITION_INSERT_OPENED_BY = _POSITION_INSERT.values(
+    opened_by_signal_id=sa.select(signal_log.c.id)
+    .where(signal_log.c.fingerprint == sa.bindparam("opened_fp"))
+    .scalar_subquery()
+)
 _PORTFOLIO_BUMP = (
     portfolio_state.update()
     .where(portfolio_state.c.id == 1, portfolio_state.c.version == sa.bindparam("expected"))
@@ -648,16 +654,11 @@ class _PortfolioRepo:
         values["version"] = 1
         values["created_at"] = now
         values["updated_at"] = now
+        statement = _POSITION_INSERT
         if p.opened_by_fingerprint is not None:
-            values["opened_by_signal_id"] = (
-                sa.select(signal_log.c.id)
-                .where(signal_log.c.fingerprint == p.opened_by_fingerprint)
-                .scalar_subquery()
-            )
-        new_id = self.uow.x(
-            portfolio_positions.insert().values(**values).returning(_P.id)
-        ).scalar_one()
-        return int(new_id)
+            statement = _POSITION_INSERT_OPENED_BY
+            values["opened_fp"] = p.opened_by_fingerprint
+        return int(self.uow.fetch(statement, values)[0][0])
 
     def _update_position(self, p: Position, now: dt.datetime, batch: WriteBatch) -> None:
         anchor = _real(self.uow.id_map, p.anchor_base_id)
@@ -722,6 +723,28 @@ _SIGNAL_COLUMNS = (
     _S.attention_required,
     _S.response,
     _S.completed_at,
+)
+
+
+_NEAR_Q = (
+    sa.select(_S.id, _S.fingerprint, _S.signal_ts, _S.status)
+    .where(
+        _S.instrument == sa.bindparam("inst"),
+        _S.signal_type == sa.bindparam("type"),
+        _S.position_label == sa.bindparam("label"),
+        _S.signal_ts >= sa.bindparam("lo", type_=UtcDateTime),
+        _S.signal_ts <= sa.bindparam("hi", type_=UtcDateTime),
+        _S.status != "duplicate",
+    )
+    .order_by(_S.id)
+)
+_SIGNAL_BY_ID_Q = sa.select(*_SIGNAL_COLUMNS).where(_S.id == sa.bindparam("sid"))
+_SIGNAL_BY_FP_Q = sa.select(*_SIGNAL_COLUMNS).where(_S.fingerprint == sa.bindparam("fp"))
+_OLDEST_QUEUED_Q = (
+    sa.select(*_SIGNAL_COLUMNS)
+    .where(_S.instrument == sa.bindparam("inst"), _S.status == "queued")
+    .order_by(_S.received_at, _S.id)
+    .limit(1)
 )
 
 
@@ -820,17 +843,15 @@ class _SignalRepo:
     ) -> Sequence[RecordedSignal]:
         window = dt.timedelta(microseconds=round(window_s * 1_000_000))
         at = instant.astimezone(UTC)
-        rows = self.uow.x(
-            sa.select(_S.id, _S.fingerprint, _S.signal_ts, _S.status)
-            .where(
-                _S.instrument == instrument,
-                _S.signal_type == type_,
-                _S.position_label == label,
-                _S.signal_ts >= at - window,
-                _S.signal_ts <= at + window,
-                _S.status != "duplicate",
-            )
-            .order_by(_S.id)
+        rows = self.uow.fetch(
+            _NEAR_Q,
+            {
+                "inst": instrument,
+                "type": type_,
+                "label": label,
+                "lo": at - window,
+                "hi": at + window,
+            },
         )
         return [
             RecordedSignal(
@@ -846,24 +867,18 @@ class _SignalRepo:
             for r in rows
         ]
 
-    def _one(self, where: Any) -> StoredSignal | None:
-        row = self.uow.x(sa.select(*_SIGNAL_COLUMNS).where(where)).first()
-        return None if row is None else rowconv.stored_signal_from_row(row._mapping)
+    def _one(self, statement: Any, params: Mapping[str, Any]) -> StoredSignal | None:
+        rows = self.uow.fetch(statement, params)
+        return rowconv.stored_signal_from_row(rows[0]._mapping) if rows else None
 
     def get(self, signal_id: int) -> StoredSignal | None:
-        return self._one(_S.id == signal_id)
+        return self._one(_SIGNAL_BY_ID_Q, {"sid": signal_id})
 
     def by_fingerprint(self, fingerprint: str) -> StoredSignal | None:
-        return self._one(_S.fingerprint == fingerprint)
+        return self._one(_SIGNAL_BY_FP_Q, {"fp": fingerprint})
 
     def oldest_queued(self, instrument: str) -> StoredSignal | None:
-        row = self.uow.x(
-            sa.select(*_SIGNAL_COLUMNS)
-            .where(_S.instrument == instrument, _S.status == "queued")
-            .order_by(_S.received_at, _S.id)
-            .limit(1)
-        ).first()
-        return None if row is None else rowconv.stored_signal_from_row(row._mapping)
+        return self._one(_OLDEST_QUEUED_Q, {"inst": instrument})
 
     def in_flight(self) -> Sequence[StoredSignal]:
         rows = self.uow.x(
@@ -888,6 +903,41 @@ class _SignalRepo:
 _I = order_intents.c
 
 
+def _one_of(column: Any, values: Sequence[str]) -> Any:
+    """``column IN ('a', 'b')`` with the constants inline: compiled once, no expanding bind."""
+    return column.in_([sa.literal_column(f"'{v}'") for v in values])
+
+
+_INTENT_INSERT = order_intents.insert().returning(_I.id)
+_INTENT_CLAIM = (
+    order_intents.update()
+    .where(_I.id == sa.bindparam("iid"), _I.state == "pending")
+    .values(state="sending", attempts=_I.attempts + 1, version=_I.version + 1)
+    .returning(*order_intents.c)
+)
+# SET columns come from the parameter names.
+_INTENT_TRANSITION = (
+    order_intents.update()
+    .where(_I.id == sa.bindparam("iid"), _I.state == sa.bindparam("from_state"))
+    .values(version=_I.version + 1)
+)
+_SIGNAL_EPOCH = sa.select(_S.claim_epoch).where(_S.id == sa.bindparam("sid"))
+# PostgreSQL: a share lock, so a takeover cannot commit between this check and the claim.
+_SIGNAL_EPOCH_SHARED = _SIGNAL_EPOCH.with_for_update(read=True)
+_INTENT_BY_ID_Q = sa.select(order_intents).where(_I.id == sa.bindparam("iid"))
+_INTENTS_FOR_SIGNAL_Q = (
+    sa.select(order_intents).where(_I.signal_id == sa.bindparam("sid")).order_by(_I.seq, _I.id)
+)
+_INTENTS_OPEN_FOR_Q = (
+    sa.select(order_intents)
+    .where(_I.instrument == sa.bindparam("inst"), _one_of(_I.state, _NON_TERMINAL_INTENTS))
+    .order_by(_I.id)
+)
+_INTENTS_UNRESOLVED_Q = (
+    sa.select(order_intents).where(_one_of(_I.state, _NON_TERMINAL_INTENTS)).order_by(_I.id)
+)
+
+
 class _IntentRepo:
     def __init__(self, uow: SqlUnitOfWork) -> None:
         self.uow = uow
@@ -908,9 +958,12 @@ class _IntentRepo:
                 )
             values.update(signal_id=signal_id, state="pending", created_at=now, updated_at=now)
             try:
-                new_id = uow.x(
-                    order_intents.insert().values(**values).returning(_I.id)
-                ).scalar_one()
+                if intent.instrument:
+                    new_id = uow.fetch(_INTENT_INSERT, values)[0][0]
+                else:  # rare (leader-origin unwinds): the SQL subquery names it
+                    new_id = uow.x(
+                        order_intents.insert().values(**values).returning(_I.id)
+                    ).scalar_one()
             except sa.exc.IntegrityError as exc:
                 if "client_order_id" in str(exc.orig):
                     raise DuplicateKey(
@@ -922,31 +975,24 @@ class _IntentRepo:
 
     def claim(self, intent_id: int, owner: str, fence: Fence) -> StoredIntent | None:
         uow = self.uow
+        now = uow.now()
         values: dict[str, Any] = {
-            "state": "sending",
-            "attempts": _I.attempts + 1,
-            "sent_at": uow.now(),
+            "iid": intent_id,
+            "sent_at": now,
             "owner_instance_id": owner,
-            "version": _I.version + 1,
-            "updated_at": uow.now(),
+            "updated_at": now,
         }
         if isinstance(fence, SignalFence):
-            q = sa.select(_S.claim_epoch).where(_S.id == fence.signal_id)
-            if uow.is_pg:
-                q = q.with_for_update(read=True)
-            epoch = uow.x(q).scalar()
+            q = _SIGNAL_EPOCH_SHARED if uow.is_pg else _SIGNAL_EPOCH
+            rows = uow.fetch(q, {"sid": fence.signal_id})
+            epoch = rows[0][0] if rows else None
             if epoch != fence.claim_epoch:
                 raise ClaimLost(f"signal {fence.signal_id}: claim epoch {fence.claim_epoch} lost")
         elif isinstance(fence, LeaderFence):
             uow.fence.check(fence.epoch)
             values["leader_epoch"] = fence.epoch
-        row = uow.x(
-            order_intents.update()
-            .where(_I.id == intent_id, _I.state == "pending")
-            .values(**values)
-            .returning(*order_intents.c)
-        ).first()
-        return None if row is None else rowconv.stored_intent_from_row(row._mapping)
+        rows = uow.fetch(_INTENT_CLAIM, values)
+        return rowconv.stored_intent_from_row(rows[0]._mapping) if rows else None
 
     def transition(
         self,
@@ -961,41 +1007,37 @@ class _IntentRepo:
         values: dict[str, Any] = {
             **data,
             "state": to_state,
-            "version": _I.version + 1,
             "updated_at": now,
+            "iid": intent_id,
+            "from_state": from_state,
         }
         if to_state in TERMINAL_INTENT_STATES and "resolved_at" not in data:
             values["resolved_at"] = now
         try:
-            done = uow.x(
-                order_intents.update()
-                .where(_I.id == intent_id, _I.state == from_state)
-                .values(**values)
-            )
+            done = uow.write(_INTENT_TRANSITION, values)
         except sa.exc.IntegrityError as exc:
             raise DuplicateKey(
                 f"broker order id {data.get('broker_order_id')} is already bound"
             ) from exc
-        return done.rowcount > 0
+        return done > 0
 
     def get(self, intent_id: int) -> StoredIntent | None:
-        row = self.uow.x(sa.select(order_intents).where(_I.id == intent_id)).first()
-        return None if row is None else rowconv.stored_intent_from_row(row._mapping)
+        found = self._many(_INTENT_BY_ID_Q, {"iid": intent_id})
+        return found[0] if found else None
 
-    def _many(self, where: Any, *order: Any) -> Sequence[StoredIntent]:
-        rows = self.uow.x(sa.select(order_intents).where(where).order_by(*order))
-        return [rowconv.stored_intent_from_row(r._mapping) for r in rows]
+    def _many(self, statement: Any, params: Mapping[str, Any] | None) -> list[StoredIntent]:
+        return [
+            rowconv.stored_intent_from_row(r._mapping) for r in self.uow.fetch(statement, params)
+        ]
 
     def for_signal(self, signal_id: int) -> Sequence[StoredIntent]:
-        return self._many(_I.signal_id == signal_id, _I.seq, _I.id)
+        return self._many(_INTENTS_FOR_SIGNAL_Q, {"sid": signal_id})
 
     def open_for(self, instrument: str) -> Sequence[StoredIntent]:
-        return self._many(
-            sa.and_(_I.instrument == instrument, _I.state.in_(_NON_TERMINAL_INTENTS)), _I.id
-        )
+        return self._many(_INTENTS_OPEN_FOR_Q, {"inst": instrument})
 
     def unresolved(self) -> Sequence[StoredIntent]:
-        return self._many(_I.state.in_(_NON_TERMINAL_INTENTS), _I.id)
+        return self._many(_INTENTS_UNRESOLVED_Q, None)
 
 
 # --------------------------------------------------------------------------- the rest
