@@ -194,9 +194,18 @@ def days_to_expiry(expiry: dt.date, today: dt.date) -> int:
 
 def format_expiry(expiry: dt.date) -> str:
     """DDMMMYY upper-case: 2025-12-30 -> 30DEC25."""
-    if not 2000 <= expiry.year <= 2099:
-        raise ValueError(f"expiry year {expiry.year} cannot be written as DDMMMYY")
-    return f"{expiry.day:02d}{MONTHS[expiry.month - 1]}{expiry.year % 100:02d}"
+    # Few expiries, formatted for every order symbol: remember them (errors are not cached).
+    text = _EXPIRY_TEXT.get(expiry)
+    if text is None:
+        if not 2000 <= expiry.year <= 2099:
+            raise ValueError(f"expiry year {expiry.year} cannot be written as DDMMMYY")
+        text = f"{expiry.day:02d}{MONTHS[expiry.month - 1]}{expiry.year % 100:02d}"
+        if len(_EXPIRY_TEXT) < 4096:
+            _EXPIRY_TEXT[expiry] = text
+    return text
+
+
+_EXPIRY_TEXT: dict[dt.date, str] = {}
 
 
 def parse_expiry(text: str) -> dt.date | None:

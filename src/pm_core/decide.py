@@ -24,12 +24,13 @@ from pm_core.gates import base_entry_gate, pyramid_gates
 from pm_core.marking import effective_stop, mark
 from pm_core.metrics import (
     RiskTotals,
-    equity_view,
+    equity_figures,
     instrument_open_pnl,
     margin_available,
     risk_totals,
 )
 from pm_core.model import (
+    EMPTY_MAP,
     EMPTY_MARKET,
     RECORDED_OUTCOMES,
     BaseSizing,
@@ -104,12 +105,16 @@ class _Draft:
         self.positions = [news.get(p.id, p) for p in self.positions]
 
     def changes(self) -> ChangeSet:
+        # Positional (field order): built for every signal.
         return ChangeSet(
-            create=tuple(self.created),
-            update=tuple(self.updated.values()),
-            pyramiding=self.pyramiding,
-            marks=self.marks,
-            statistics=self.statistics,
+            tuple(self.created),
+            tuple(self.updated.values()),
+            (),  # close
+            self.pyramiding,
+            self.marks,
+            None,  # portfolio
+            (),  # ledger
+            self.statistics,
         )
 
 
@@ -255,14 +260,16 @@ def _refuse(
     sizing: BaseSizing | PyramidSizing | None = None,
 ) -> Decision:
     draft.statistics[stat] = draft.statistics.get(stat, 0) + 1
-    return Decision(
-        outcome=outcome,  # type: ignore[arg-type]
-        codes=tuple(found),
-        messages=tuple(reason.render(c) for c in found),
-        sizing=sizing,
-        events=tuple(draft.events),
-        changes=draft.changes(),
-        intents=tuple(draft.intents),
+    return Decision(  # positional, in field order
+        outcome,  # type: ignore[arg-type]
+        tuple(found),
+        tuple([reason.render(c) for c in found]),
+        sizing,
+        (),  # positions
+        None,  # total_pnl
+        tuple(draft.events),
+        draft.changes(),
+        tuple(draft.intents),
     )
 
 
@@ -295,7 +302,7 @@ def _sizing_equity(
         if market.funds is not None:
             return float(market.funds.availablecash + market.funds.utiliseddebits)
         draft.events.append(Code("equity_fallback", {"reason": "broker funds unavailable"}))
-    return equity_view(snapshot.closed_equity, draft.positions, portfolio).sizing
+    return equity_figures(snapshot.closed_equity, draft.positions, portfolio)[1]
 
 
 def _entry_inputs(
@@ -405,13 +412,16 @@ def _zero_base_code(sizing: BaseSizing, signal: Signal, stop: float) -> Code:
 
 
 def _pending(draft: _Draft, sizing: BaseSizing | PyramidSizing, position: Position) -> Decision:
-    return Decision(
-        outcome="pending",
-        sizing=sizing,
-        positions=(DecisionPosition(position.key, position.lots, position.entry_price),),
-        events=tuple(draft.events),
-        changes=draft.changes(),
-        intents=tuple(draft.intents),
+    return Decision(  # positional, in field order
+        "pending",
+        (),  # codes
+        (),  # messages
+        sizing,
+        (DecisionPosition(position.key, position.lots, position.entry_price),),
+        None,  # total_pnl
+        tuple(draft.events),
+        draft.changes(),
+        tuple(draft.intents),
     )
 
 
@@ -625,15 +635,7 @@ def _reserve_exit(
     *,
     stop_hit: bool = False,
 ) -> None:
-    pending = PendingExit(
-        lots=lots,
-        price=price,
-        reason=why,
-        timestamp=ts,
-        prior_status=position.status,
-        fingerprint=fingerprint,
-        stop_hit=stop_hit,
-    )
+    pending = PendingExit(lots, price, why, ts, position.status, fingerprint, stop_hit)
     draft.replace(position.replace(status="closing", pending_exit=pending))
     draft.intents.extend(
         _leg_intents(position, instrument, lots, "close", price, fingerprint, len(draft.intents))
@@ -686,13 +688,16 @@ def _decide_exit(
             draft, position, k, price, why, signal.timestamp, received.fingerprint, instrument
         )
     total = sum((c.pnl or 0.0 for c in closed), 0.0) if signal.position == "ALL" else None
-    return Decision(
-        outcome="pending",
-        positions=tuple(closed),
-        total_pnl=total,
-        events=tuple(draft.events),
-        changes=draft.changes(),
-        intents=tuple(draft.intents),
+    return Decision(  # positional, in field order
+        "pending",
+        (),  # codes
+        (),  # messages
+        None,  # sizing
+        tuple(closed),
+        total,
+        tuple(draft.events),
+        draft.changes(),
+        tuple(draft.intents),
     )
 
 
@@ -717,6 +722,29 @@ def _filled_lots(
     at their quantity-weighted average price. The failing fill (if any) and the detail give
     the failure code (``_failure_code``), built only when a caller needs it.
     """
+    # The common case first: one order per leg, each filled in full (paper fills always are).
+    averages: dict[str, Decimal | None] = {}
+    least = -1
+    for intent in intents:
+        leg = intent.leg
+        fill = fills.get(intent.client_order_id)
+        if fill is None or fill.state != "filled" or leg in averages:
+            break
+        filled = fill.filled_quantity
+        per_lot = intent.quantity // intent.lots if intent.lots else 1
+        averages[leg] = fill.average_price if filled > 0 else None
+        held = filled // per_lot if per_lot else 0
+        if least < 0 or held < least:
+            least = held
+    else:
+        if least >= 0:
+            return least, averages, None, ""
+    return _filled_lots_general(intents, fills)
+
+
+def _filled_lots_general(
+    intents: Sequence[OrderIntent], fills: Mapping[str, Fill]
+) -> tuple[int, dict[str, Decimal | None], Fill | None, str]:
     quantity: dict[str, int] = {}
     per_lot: dict[str, int] = {}
     priced: dict[str, list[tuple[int, Decimal]]] = {}
@@ -934,14 +962,17 @@ def apply_fills(
     equity = None
     if closed_equity != snapshot.closed_equity:
         equity = EquityUpdate(closed_equity, max(snapshot.equity_high, closed_equity))
-    return ChangeSet(
-        update=tuple(updates),
-        close=tuple(trades),
-        pyramiding=pyramiding,
-        portfolio=equity,
-        ledger=tuple(ledger),
-        statistics=stats,
-        settlement=Settlement(
+    return ChangeSet(  # positional, in field order
+        (),  # create
+        tuple(updates),
+        tuple(trades),
+        pyramiding,
+        EMPTY_MAP,  # marks
+        equity,
+        tuple(ledger),
+        stats,
+        EMPTY_MAP,  # blocks
+        Settlement(
             outcome,  # type: ignore[arg-type]
             tuple(codes_out),
             tuple([reason.render(c) for c in codes_out]) if codes_out else (),

@@ -84,11 +84,7 @@ def mark(
         Code("stop_hit", {"key": p.key, "price": price, "stop": p.current_stop}) for _, p in hits
     )
     return MarkResult(
-        positions=tuple(updated),
-        events=events,
-        hit_ids=tuple(p.id for _, p in hits),
-        mark=Mark(price, atr, ts),
-        stale=False,
+        tuple(updated), events, tuple([p.id for _, p in hits]), Mark(price, atr, ts), False
     )
 
 

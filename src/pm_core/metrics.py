@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from pm_core.config import DomainConfig, InstrumentConfig, PortfolioConfig
-from pm_core.model import Position
+from pm_core.model import LIVE_STATUSES, Position
 
 
 @attrs.frozen
@@ -35,18 +35,27 @@ def equity_view(
     closed_equity: float, positions: Sequence[Position], portfolio: PortfolioConfig
 ) -> EquityView:
     """Equity per the configured mode: closed, open (closed + U) or blended (closed + w x U)."""
+    open_equity, sizing, unrealized = equity_figures(closed_equity, positions, portfolio)
+    return EquityView(closed_equity, open_equity, sizing, unrealized)  # field order
+
+
+def equity_figures(
+    closed_equity: float, positions: Sequence[Position], portfolio: PortfolioConfig
+) -> tuple[float, float, float]:
+    """(open, sizing, unrealized) of ``equity_view`` as a plain tuple (the fold's every signal)."""
     unrealized = 0.0
     for position in positions:
-        if position.is_live:
+        if position.status in LIVE_STATUSES:
             unrealized += position.unrealized_pnl
     open_equity = closed_equity + unrealized
-    if portfolio.equity_mode == "closed":
+    mode = portfolio.equity_mode
+    if mode == "closed":
         sizing = closed_equity
-    elif portfolio.equity_mode == "open":
+    elif mode == "open":
         sizing = open_equity
     else:
         sizing = closed_equity + portfolio.blended_unrealized_weight * unrealized
-    return EquityView(closed=closed_equity, open=open_equity, sizing=sizing, unrealized=unrealized)
+    return open_equity, sizing, unrealized
 
 
 def position_risk(position: Position) -> float:
@@ -68,19 +77,24 @@ def risk_totals(positions: Sequence[Position], config: DomainConfig) -> RiskTota
     """Risk, volatility, margin used and lots over live positions, overall and per instrument."""
     risk = vol = margin_used = 0.0
     lots = 0
-    per: dict[str, tuple[float, float, int]] = {i: (0.0, 0.0, 0) for i in config.instruments}
+    instruments = config.instruments
+    per: dict[str, tuple[float, float, int]] = dict.fromkeys(instruments, (0.0, 0.0, 0))
     for position in positions:
-        if not position.is_live:
+        if position.status not in LIVE_STATUSES:
             continue
-        instrument = config.instruments.get(position.instrument)
-        p_risk = position_risk(position)
+        instrument = instruments.get(position.instrument)
+        # position_risk and position_vol, inlined (same expressions, same rounding).
+        p_lots = position.lots
+        pv = position.point_value
+        p_risk = max(0.0, position.entry_price - position.current_stop) * p_lots * pv
         if instrument is None:
             # Unregistered (config changed under an open position): no fallback ATR or margin.
-            p_vol = max(0.0, position.atr) * position.lots * position.point_value
+            p_vol = max(0.0, position.atr) * p_lots * pv
             p_margin = 0.0
         else:
-            p_vol = position_vol(position, instrument)
-            p_margin = position.lots * instrument.margin_per_lot
+            atr = position.atr if position.atr > 0 else instrument.fallback_atr
+            p_vol = atr * p_lots * pv
+            p_margin = p_lots * instrument.margin_per_lot
         risk += p_risk
         vol += p_vol
         margin_used += p_margin

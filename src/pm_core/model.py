@@ -52,9 +52,21 @@ def label_number(label: str) -> int:
     return int(tail) if head and tail.isdigit() else 0
 
 
+# The last instant_us answer, by the datetime's identity: decide's duplicate check and the
+# recorded-signal index ask for the same signal's instant in turn. The entry holds the datetime,
+# so its id cannot be reused while the entry stands.
+_LAST_INSTANT: tuple[dt.datetime | None, int] = (None, 0)
+
+
 def instant_us(ts: dt.datetime) -> int:
     """Exact microseconds since the Unix epoch of an aware datetime (for instant comparisons)."""
-    return (ts - _EPOCH) // _MICRO
+    global _LAST_INSTANT
+    last = _LAST_INSTANT
+    if last[0] is ts:
+        return last[1]
+    us = (ts - _EPOCH) // _MICRO
+    _LAST_INSTANT = (ts, us)
+    return us
 
 
 # --------------------------------------------------------------------------- signals

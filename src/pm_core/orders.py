@@ -16,12 +16,13 @@ from pm_core.ports import TERMINAL_INTENT_STATES, IntentState, OrderStatus, Trad
 
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _NON_SIGNAL = re.compile(r"r\d+\.\d+|m[0-9A-Za-z_]+")
+_NON_SIGNAL_FIRST = ("r", "m")  # a hex fingerprint never starts so: skip that regex
 MAX_CLIENT_ORDER_ID = 40
 LEGS = ("CE", "PE", "FUT")
 
 
 def _fingerprint_part(fingerprint_part: str) -> str:
-    if _NON_SIGNAL.fullmatch(fingerprint_part):
+    if fingerprint_part[:1] in _NON_SIGNAL_FIRST and _NON_SIGNAL.fullmatch(fingerprint_part):
         return fingerprint_part
     head = fingerprint_part[:16].lower()
     if len(fingerprint_part) < 16 or not _HEX16.fullmatch(head):
@@ -125,16 +126,16 @@ def _spec(
     if lots <= 0:
         raise ValueError(f"lots must be > 0, got {lots}")
     quantity = inst.broker_quantity(lots, lot_size)
-    return LegSpec(
-        leg=leg,
-        action=action,
-        symbol=symbol,
-        exchange=inst.exchange,
-        product=inst.product,
-        quantity=quantity,
-        lots=lots,
-        ref_price=ref_price(leg, price, strike),
-        slices=split_quantity(quantity, inst.freeze_quantity, _unit(inst, lot_size)),
+    return LegSpec(  # positional, in field order
+        leg,
+        action,
+        symbol,
+        inst.exchange,
+        inst.product,
+        quantity,
+        lots,
+        ref_price(leg, price, strike),
+        split_quantity(quantity, inst.freeze_quantity, _unit(inst, lot_size)),
     )
 
 
@@ -198,24 +199,26 @@ def intents_for(
         per_lot = spec.quantity // spec.lots
         for n, qty in enumerate(spec.slices, start=1):
             cid = parent if len(spec.slices) == 1 else child_order_id(parent, n)
+            # Positional (field order): a keyword call costs twice as much, once per leg.
             intents.append(
                 OrderIntent(
-                    client_order_id=cid,
-                    origin=origin,
-                    position_id=position_id,
-                    leg=spec.leg,
-                    seq=seq,
-                    attempt=attempt,
-                    symbol=spec.symbol,
-                    exchange=spec.exchange,
-                    action=spec.action,
-                    product=spec.product,
-                    pricetype="MARKET",
-                    quantity=qty,
-                    lots=qty // per_lot,
-                    ref_price=spec.ref_price,
-                    group_id=group_id,
-                    instrument=instrument,
+                    cid,  # client_order_id
+                    origin,
+                    position_id,
+                    spec.leg,
+                    seq,
+                    attempt,
+                    spec.symbol,
+                    spec.exchange,
+                    spec.action,
+                    spec.product,
+                    "MARKET",  # pricetype
+                    qty,  # quantity
+                    qty // per_lot,  # lots
+                    spec.ref_price,
+                    group_id,
+                    None,  # limit_price
+                    instrument,
                 )
             )
             seq += 1

@@ -442,7 +442,9 @@ def parse_signal(payload: object, config: DomainConfig) -> Signal:
 
 def fingerprint(signal: Signal) -> str:
     """The signal's identity: SHA-256 of instrument, type, label and its UTC second (domain 3.4)."""
-    second = signal.timestamp.astimezone(UTC).replace(microsecond=0).isoformat()
+    # isoformat(timespec="seconds") truncates like replace(microsecond=0).isoformat() but
+    # builds no intermediate datetime (the backtest fingerprints every signal).
+    second = signal.timestamp.astimezone(UTC).isoformat(timespec="seconds")
     text = f"{signal.instrument}:{signal.type}:{signal.position}:{second}"
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -471,13 +473,13 @@ def recorded_from(
     signal: Signal, fingerprint: str, outcome: str, signal_id: int | None = None
 ) -> RecordedSignal:
     """How a signal that reached a decision is remembered for later duplicate checks."""
-    return RecordedSignal(
-        fingerprint=fingerprint,
-        instrument=signal.instrument,
-        type=signal.type,
-        label=signal.position,
-        instant_us=instant_us(signal.timestamp),
-        outcome=outcome,
-        signal_id=signal_id,
-        timestamp=signal.timestamp,
+    return RecordedSignal(  # positional, in field order: one per signal in a backtest
+        fingerprint,
+        signal.instrument,
+        signal.type,
+        signal.position,  # label
+        instant_us(signal.timestamp),
+        outcome,
+        signal_id,
+        signal.timestamp,
     )
