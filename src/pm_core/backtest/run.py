@@ -8,6 +8,7 @@ per signal; the result document is built once at the end.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -30,7 +31,7 @@ from pm_core.backtest.statistics import (
 )
 from pm_core.config import DomainConfig, SizingMode
 from pm_core.decide import step
-from pm_core.metrics import equity_view
+from pm_core.metrics import equity_figures, equity_view
 from pm_core.model import (
     SIGNAL_TYPES,
     PortfolioSnapshot,
@@ -75,10 +76,37 @@ def run(
     rules off. The same input and configuration always give the same result.
     """
     config = _configured(config, capital, sizing_mode)
-    portfolio = config.portfolio
     ordered, ordered_us, errors, warnings = _ordered(signals, config)
     errors = [*errors, *input_errors]
 
+    # The fold allocates millions of small values and keeps many (equity points, trades, the
+    # duplicate index), so the cyclic collector would scan that growing heap over and over
+    # (about a tenth of a 100k-signal fold) though the fold makes no reference cycles. It is
+    # paused for the fold only and restored even on error.
+    collecting = gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        return _fold(
+            config, ordered, ordered_us, tuple(errors), tuple(warnings), dedup, slippage_ticks,
+            progress,
+        )  # fmt: skip
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _fold(
+    config: DomainConfig,
+    ordered: list[Signal],
+    ordered_us: list[int],
+    errors: tuple[InputIssue, ...],
+    warnings: tuple[InputIssue, ...],
+    dedup: bool,
+    slippage_ticks: int,
+    progress: Progress | None,
+) -> BacktestResult:
+    portfolio = config.portfolio
     # TOML may give an integer capital; money is float everywhere (domain 1).
     snapshot = PortfolioSnapshot.initial(float(portfolio.initial_capital))
     closes: list[Trade] = []
@@ -116,8 +144,9 @@ def run(
                         decision.messages,
                     )
                 )
-            view = equity_view(snapshot.closed_equity, snapshot.positions, portfolio)
-            curve.append(EquityPoint(signal.timestamp, view.closed, view.open, view.sizing))
+            closed = snapshot.closed_equity
+            open_equity, sizing, _ = equity_figures(closed, snapshot.positions, portfolio)
+            curve.append(EquityPoint(signal.timestamp, closed, open_equity, sizing))
             instants.append(ordered_us[done - 1])
             holding.append(bool(snapshot.positions))
         if progress is not None and done % _PROGRESS_EVERY == 0:
@@ -127,7 +156,7 @@ def run(
 
     return _result(
         config, snapshot, closes, blocked, curve, instants, holding, outcomes, duplicates,
-        tuple(errors), tuple(warnings),
+        errors, warnings,
     )  # fmt: skip
 
 

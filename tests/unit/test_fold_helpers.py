@@ -1,0 +1,115 @@
+"""Helpers the backtest fold leans on: equity figures, instant and expiry memos, fill lots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+from decimal import Decimal
+
+import pytest
+
+from pm_core.calendar import format_expiry
+from pm_core.config import PortfolioConfig, gold_mini
+from pm_core.decide import _filled_lots
+from pm_core.metrics import equity_figures, equity_view
+from pm_core.model import Fill, Leg, OrderIntent, instant_us
+from tests.unit import vectors as v
+
+GOLD = gold_mini()
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+@pytest.mark.parametrize("mode", ["closed", "open", "blended"])
+def test_equity_figures_are_equity_view(mode: str) -> None:
+    live = v.position(GOLD, id=1, unrealized_pnl=1234.5)
+    closed = v.position(GOLD, id=2, status="closed", unrealized_pnl=99.0)
+    portfolio = PortfolioConfig(equity_mode=mode, blended_unrealized_weight=0.3)  # type: ignore[arg-type]
+    view = equity_view(1_000_000.0, [live, closed], portfolio)
+    figures = equity_figures(1_000_000.0, [live, closed], portfolio)
+    assert figures == (view.open, view.sizing, view.unrealized)
+    assert view.unrealized == 1234.5
+
+
+def test_instant_us_remembers_only_the_same_object() -> None:
+    first = dt.datetime(2025, 11, 28, 16, 0, 0, 1, tzinfo=IST)
+    same_instant = dt.datetime(2025, 11, 28, 10, 30, 0, 1, tzinfo=dt.UTC)
+    later = first + dt.timedelta(microseconds=1)
+    assert instant_us(first) == 1764325800000001
+    assert instant_us(first) == 1764325800000001
+    assert instant_us(same_instant) == 1764325800000001
+    assert instant_us(later) == 1764325800000002
+    assert instant_us(first) == 1764325800000001
+
+
+def test_format_expiry_memo_keeps_rejecting_bad_years() -> None:
+    assert format_expiry(dt.date(2025, 12, 30)) == "30DEC25"
+    assert format_expiry(dt.date(2025, 12, 30)) == "30DEC25"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="2100"):
+            format_expiry(dt.date(2100, 1, 28))
+
+
+def _intent(cid: str, leg: Leg, quantity: int, lots: int) -> OrderIntent:
+    return OrderIntent(
+        cid, "signal", 1, leg, 1, 1, "SYM", "NFO", "BUY", "NRML", "MARKET", quantity, lots, 1.0, "g"
+    )
+
+
+def _fill(cid: str, quantity: int, price: str | None, state: str = "filled") -> Fill:
+    return Fill(cid, quantity, None if price is None else Decimal(price), state)  # type: ignore[arg-type]
+
+
+def test_filled_lots_all_filled_one_order_per_leg() -> None:
+    intents = [_intent("a", "CE", 60, 2), _intent("b", "PE", 60, 2)]
+    fills = {"a": _fill("a", 60, "10.5"), "b": _fill("b", 60, "3")}
+    assert _filled_lots(intents, fills) == (
+        2,
+        {"CE": Decimal("10.5"), "PE": Decimal("3")},
+        None,
+        "",
+    )
+    # Nothing filled although "filled": no price, no lots.
+    assert _filled_lots([intents[0]], {"a": _fill("a", 0, "10.5")}) == (0, {"CE": None}, None, "")
+
+
+def test_filled_lots_split_leg_and_failures_take_the_general_path() -> None:
+    children = [_intent("a.1", "FUT", 3, 3), _intent("a.2", "FUT", 2, 2)]
+    fills = {"a.1": _fill("a.1", 3, "100"), "a.2": _fill("a.2", 2, "110")}
+    assert _filled_lots(children, fills) == (5, {"FUT": Decimal(104)}, None, "")
+    partial = {"a.1": _fill("a.1", 3, "100"), "a.2": _fill("a.2", 1, "110", "cancelled")}
+    lots, averages, failure, detail = _filled_lots(children, partial)
+    assert (lots, averages["FUT"], failure, detail) == (
+        4,
+        Decimal(410) / 4,
+        partial["a.2"],
+        "SYM BUY 2 cancelled",
+    )
+    lots, averages, failure, detail = _filled_lots(children, {"a.1": fills["a.1"]})
+    assert (lots, failure, detail) == (3, None, "SYM BUY 2 not filled")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_run_restores_the_collector_state(enabled: bool) -> None:
+    from pm_core.backtest import run
+    from pm_core.config import default_config
+
+    was = gc.isenabled()
+    try:
+        if enabled:
+            gc.enable()
+        else:
+            gc.disable()
+        run([], default_config())
+        assert gc.isenabled() is enabled
+
+        def stop(done: int, total: int) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run([], default_config(), progress=stop)
+        assert gc.isenabled() is enabled
+    finally:
+        if was:
+            gc.enable()
+        else:
+            gc.disable()
