@@ -16,8 +16,9 @@ from pm_adapters.sql.retry import create_engine
 from pm_adapters.sql.tables import metadata
 from pm_adapters.sql.uow import SqlUnitOfWorkFactory
 from pm_core.config import gold_mini
-from pm_core.errors import StaleVersionError
-from pm_core.model import ChangeSet, Mark
+from pm_core.errors import ClaimLost, StaleVersionError
+from pm_core.model import ChangeSet, Decision, Mark, Signal
+from pm_core.ports import Claimed
 from tests.kit.postgres import PgServer
 from tests.strategies import make_position
 
@@ -118,3 +119,68 @@ def test_a_stale_row_in_the_batch_fails_the_save(factory: SqlUnitOfWorkFactory, 
     assert after.version == snap.version and marks == 0
     assert [p.current_stop for p in after.positions] == [77_000.0, 77_500.0]
     assert counters["exits_rejected"] == 0.0
+
+
+def _claimed(factory: SqlUnitOfWorkFactory, fp: str) -> tuple[int, int]:
+    signal = Signal("EXIT", "GOLD_MINI", "Long_1", 79_000.0, 0.0, 1, 500.0, 0.7, 0.0, T0)
+    with factory.begin() as uow:
+        claim = uow.signals.claim(signal, fp, T0, "inst-a")
+        assert isinstance(claim, Claimed)
+        uow.commit()
+    return claim.id, claim.epoch
+
+
+def test_under_the_lock_save_counters_and_finish_share_the_commit_round_trip(
+    factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _two_positions(factory)
+    signal_id, epoch = _claimed(factory, "e" * 64)
+    seen = _statements(factory, monkeypatch)
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+        del seen[:]
+        uow.portfolio.save(_changes(snap.positions, 77_700.0), snap.version)
+        uow.statistics.add({"orders_placed": 2})
+        uow.signals.finish(signal_id, Decision(outcome="rejected"), epoch)
+        assert seen == []  # nothing sent yet: the lock keeps the checks valid until commit
+        uow.commit()
+    assert len(seen) == 1 and seen[0].startswith("WITH w0 AS (UPDATE portfolio_state")
+    with factory.begin(read_only=True) as uow:
+        after = uow.portfolio.read()
+        counters = uow.statistics.read()
+        stored = uow.signals.get(signal_id)
+    assert after.version == snap.version + 1
+    assert [p.current_stop for p in after.positions] == [77_700.0, 77_700.0]
+    assert counters["orders_placed"] == 2.0 and counters["exits_rejected"] == 2.0
+    assert stored is not None and stored.status == "rejected"
+
+
+def test_a_deferred_check_that_fails_raises_at_commit_and_nothing_commits(
+    factory: SqlUnitOfWorkFactory,
+) -> None:
+    signal_id, epoch = _claimed(factory, "f" * 64)
+    with factory.begin() as uow:
+        assert uow.signals.take_over(signal_id, epoch, "inst-b") == epoch + 1
+        uow.commit()
+    with factory.begin() as uow, pytest.raises(ClaimLost):
+        snap = uow.portfolio.lock()
+        uow.portfolio.save(ChangeSet(statistics={"exits_rejected": 1}), snap.version)
+        uow.signals.finish(signal_id, Decision(outcome="rejected"), epoch)  # the old epoch
+        uow.commit()
+    with factory.begin(read_only=True) as uow:
+        assert uow.portfolio.read().version == snap.version
+        assert uow.statistics.read()["exits_rejected"] == 0.0
+        stored = uow.signals.get(signal_id)
+        assert stored is not None and stored.status == "processing"
+
+
+def test_a_row_written_twice_under_the_lock_is_sent_in_order(
+    factory: SqlUnitOfWorkFactory,
+) -> None:
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+        uow.portfolio.save(ChangeSet(statistics={"exits_rejected": 1}), snap.version)
+        uow.statistics.add({"exits_rejected": 2})  # the same counter row: two statements
+        uow.commit()
+    with factory.begin(read_only=True) as uow:
+        assert uow.statistics.read()["exits_rejected"] == 3.0

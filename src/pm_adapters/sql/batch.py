@@ -11,15 +11,20 @@ CTEs: there the writes run one after another, with the same checks.
 Each write is a statement built once at import (bind parameters, no literal values) plus its
 parameters. Its SQL is compiled once per (statement, parameter names) and kept: building and
 compiling Core constructs per transaction would cost more than the round trips it saves.
-PostgreSQL runs the CTEs on one snapshot, so a batch must not touch a row twice; callers add
-writes of distinct rows only (one bump, distinct positions, instruments and counter names).
+PostgreSQL runs the CTEs on one snapshot, so a batch never holds two writes of one row: each
+write names its row, and a second write of a queued row sends the queue first.
+
+A unit that holds the portfolio lock keeps one batch open (``SqlUnitOfWork.pending``): under
+the lock nobody else can move the versions it checks, so its writes wait for the unit's next
+statement or its commit and go out together just before it (T2's save, counters and finish:
+one round trip).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -56,21 +61,37 @@ class WriteBatch:
 
     uow: SqlUnitOfWork
     writes: list[_Write] = attrs.field(factory=list)
+    rows: set[Hashable] = attrs.field(factory=set)
 
-    def add(self, statement: Any, params: Mapping[str, Any], check: Check | None = None) -> None:
-        """Queue ``statement`` with ``params``; ``check(rowcount)`` raises if it failed."""
+    def add(
+        self,
+        statement: Any,
+        params: Mapping[str, Any],
+        check: Check | None = None,
+        *,
+        row: Hashable,
+    ) -> None:
+        """Queue ``statement`` with ``params``; ``check(rowcount)`` raises if it failed.
+
+        ``row`` names the row written. A second write of a row already queued first sends
+        the queue: in one statement only one of the two would take effect.
+        """
+        if row in self.rows:
+            self.run()
         self.writes.append(_Write(statement, params, check))
+        self.rows.add(row)
 
     def run(self) -> None:
         """Execute every queued write, then run each check on its row count."""
         writes, self.writes = self.writes, []
+        self.rows = set()
         if not writes:
             return
         if len(writes) == 1 or not self.uow.is_pg:
             for w in writes:
-                done = self.uow.x(w.statement, w.params)
+                done = self.uow.write(w.statement, w.params)
                 if w.check is not None:
-                    w.check(done.rowcount)
+                    w.check(done)
             return
         dialect = self.uow.factory.engine.dialect
         parts: list[str] = []

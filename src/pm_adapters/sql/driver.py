@@ -50,10 +50,18 @@ class Compiled:
             self.converters = converters
         assert self.row_type is not None
         make = self.row_type._make
-        if not any(converters):
+        converting = [(i, c) for i, c in enumerate(converters) if c is not None]
+        if not converting:
             return [make(row) for row in rows]
-        pairs = tuple(enumerate(converters))
-        return [make([row[i] if c is None else c(row[i]) for i, c in pairs]) for row in rows]
+        out = []
+        for row in rows:
+            values = list(row)
+            for i, convert in converting:
+                value = values[i]
+                if value is not None:  # NULL stays None for every type we use
+                    values[i] = convert(value)
+            out.append(make(values))
+        return out
 
 
 _cache: dict[tuple[int, frozenset[str]], tuple[Any, Compiled]] = {}

@@ -247,6 +247,11 @@ class SqlUnitOfWork:
         self.read_only = read_only
         self.id_map: dict[int, int] = {}
         self.wrote_positions = False  # see PositionCache: uncommitted rows are never cached
+        # The portfolio version this unit holds the row lock on (None: no lock), and the
+        # checked writes made under it that wait for the next statement or the commit.
+        self.locked_version: int | None = None
+        self.locked_positions: dict[int, int] = {}  # live id -> version under that lock
+        self.pending = WriteBatch(self)
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
         self._closed = False
@@ -310,6 +315,8 @@ class SqlUnitOfWork:
     def x(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         """Execute with driver errors translated to PmError leaves."""
         conn = self._start()
+        if self.pending.writes:
+            self.pending.run()  # reads see this unit's writes; writes keep their order
         try:
             return conn.execute(statement, params)
         except sa.exc.DBAPIError as exc:
@@ -322,6 +329,8 @@ class SqlUnitOfWork:
 
     def driver(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         """Run driver SQL on this unit's connection (PostgreSQL); the psycopg cursor."""
+        if self.pending.writes:
+            self.pending.run()
         return driver.run(
             self._start(), sql, params, translate=lambda e: translate(e, self.factory.url)
         )
@@ -366,6 +375,8 @@ class SqlUnitOfWork:
         """Make every change of this unit durable."""
         if self._closed:
             raise RuntimeError("this unit of work has ended")
+        if self.pending.writes:
+            self.pending.run()  # a failed check raises here; the caller rolls back
         try:
             if self._tx is not None:
                 self._tx.commit()
@@ -376,6 +387,7 @@ class SqlUnitOfWork:
 
     def rollback(self) -> None:
         """Discard every change of this unit."""
+        self.pending = WriteBatch(self)
         try:
             if self._tx is not None and self._tx.is_active:
                 self._tx.rollback()
@@ -496,6 +508,28 @@ _SNAPSHOT_Q = sa.union_all(
         )
     ),
 )
+# PostgreSQL: the live positions as two arrays in one row, not a row each (a portfolio holds
+# hundreds; converting a row per position every snapshot cost more than the query).
+_LIVE_ARRAYS = (
+    sa.func.array_agg(pg_dialect.aggregate_order_by(_P.id, _P.id)).label("ids"),
+    sa.func.array_agg(pg_dialect.aggregate_order_by(_P.version, _P.id)).label("versions"),
+)
+_SNAPSHOT_PG_Q: Any = sa.union_all(
+    sa.select(sa.literal("p").label("kind"), *_LIVE_ARRAYS, *_nulls(_PER_INSTRUMENT_COLUMNS)).where(
+        _P.status.in_(_LIVE)
+    ),
+    sa.select(
+        sa.literal("i").label("kind"),
+        *[sa.cast(sa.null(), c.type).label(c.name) for c in _LIVE_ARRAYS],
+        *_PER_INSTRUMENT_COLUMNS,
+    ).select_from(
+        pyramiding_state.join(
+            instrument_blocks,
+            pyramiding_state.c.instrument == instrument_blocks.c.instrument,
+            full=True,
+        )
+    ),
+)
 
 
 class _PortfolioRepo:
@@ -511,18 +545,24 @@ class _PortfolioRepo:
 
     def _snapshot(self, *, lock: bool) -> PortfolioSnapshot:
         uow = self.uow
-        rows = uow.fetch(_LOCK_Q if lock and not uow.read_only else _STATE_Q)
+        locking = lock and not uow.read_only
+        rows = uow.fetch(_LOCK_Q if locking else _STATE_Q)
         if not rows:
             raise NotInitialised(_NOT_INIT)
         row = rows[0]
+        if locking:
+            uow.locked_version = row.version
         found: list[Position] = []
         pyramiding: dict[str, PyramidingState] = {}
         marks: dict[str, Mark] = {}
         blocks: dict[str, Block] = {}
         live_versions: dict[int, int] = {}
-        for r in uow.fetch(_SNAPSHOT_Q):
+        for r in uow.fetch(_SNAPSHOT_PG_Q if uow.is_pg else _SNAPSHOT_Q):
             if r.kind == "p":
-                live_versions[r.id] = r.version
+                if uow.is_pg:
+                    live_versions.update(zip(r.ids or (), r.versions or (), strict=True))
+                else:
+                    live_versions[r.id] = r.version
                 continue
             if r.base_position_id is not None or r.last_pyramid_price is not None:
                 pyramiding[r.p_instrument] = PyramidingState(
@@ -548,6 +588,8 @@ class _PortfolioRepo:
                 cache.remember(fetched)
         if not uow.wrote_positions:
             cache.keep(live_versions)
+        if uow.locked_version == row.version:
+            uow.locked_positions = dict(live_versions)
         positions = tuple(sorted(found, key=lambda p: p.id))  # opening order
         return PortfolioSnapshot(
             version=row.version,
@@ -579,10 +621,27 @@ class _PortfolioRepo:
                     f"portfolio version {found} is not the expected {expected_version}"
                 )
 
-        # The writes whose results are only checked go out together at the end (one round
-        # trip on PostgreSQL); inserts whose new ids later rows need run first.
-        batch = WriteBatch(uow)
-        batch.add(_PORTFOLIO_BUMP, values, bumped)
+        # The writes whose results are only checked go out together (one round trip on
+        # PostgreSQL): at the end of this call, or, under this unit's portfolio lock at the
+        # version read, with its next statement or commit. Inserts whose ids later rows
+        # need run first.
+        deferred = uow.is_pg and uow.locked_version == expected_version
+        if deferred:
+            # Under the lock only this unit moves versions: check the caller's here, at once.
+            held = uow.locked_positions
+            for p in changes.update:
+                if p.id not in held:
+                    deferred = False  # not read under this lock: the database checks now
+                elif held[p.id] != p.version:
+                    raise StaleVersionError(
+                        f"position {p.id} version {held[p.id]} is not the expected {p.version}"
+                    )
+        batch = uow.pending if deferred else WriteBatch(uow)
+        batch.add(_PORTFOLIO_BUMP, values, bumped, row="portfolio")
+        if deferred:
+            uow.locked_version = expected_version + 1
+            for p in changes.update:
+                uow.locked_positions[p.id] = p.version + 1
         id_map = uow.id_map
         # Diffing against cached rows is only sound before this unit changed any position.
         self._diff_ok = not uow.wrote_positions
@@ -596,6 +655,8 @@ class _PortfolioRepo:
                 forward.append((p.id, anchor))
                 anchor = None
             id_map[p.id] = self._insert_position(p, anchor, now)
+            if deferred:
+                uow.locked_positions[id_map[p.id]] = 1
         for placeholder, anchor in forward:
             uow.x(
                 portfolio_positions.update()
@@ -639,7 +700,8 @@ class _PortfolioRepo:
                 uow.blocks.set(inst, block)
         if changes.statistics:
             _add_statistics(batch, changes.statistics, now)
-        batch.run()
+        if not deferred:
+            batch.run()
         return {p.id: id_map[p.id] for p in changes.create}
 
     def _position_values(self, p: Position, anchor: int | None) -> dict[str, Any]:
@@ -688,7 +750,7 @@ class _PortfolioRepo:
                     f"position {p.id} version {found} is not the expected {p.version}"
                 )
 
-        batch.add(_POSITION_UPDATE, values, updated)
+        batch.add(_POSITION_UPDATE, values, updated, row=("position", p.id))
 
     def _pyramiding(
         self, inst: str, changes: ChangeSet, now: dt.datetime, batch: WriteBatch
@@ -704,7 +766,11 @@ class _PortfolioRepo:
         if mark is not None:
             values.update(mark_price=mark.price, mark_atr=mark.atr, mark_ts=mark.ts)
         statement = _pyramiding_upsert(self.uow.factory.dialect, frozenset(values))
-        batch.add(statement, {"instrument": inst, **values, "version": 1, "updated_at": now})
+        batch.add(
+            statement,
+            {"instrument": inst, **values, "version": 1, "updated_at": now},
+            row=("pyramiding", inst),
+        )
 
 
 # --------------------------------------------------------------------------- signals
@@ -791,9 +857,18 @@ class _SignalRepo:
         )
 
     def _owned_update(self, signal_id: int, epoch: int, values: Mapping[str, Any]) -> None:
-        done = self.uow.write(_OWNED_UPDATE, {**values, "sid": signal_id, "seen_epoch": epoch})
-        if done == 0:
-            raise ClaimLost(f"signal {signal_id}: claim epoch {epoch} is no longer current")
+        def owned(count: int) -> None:
+            if count == 0:
+                raise ClaimLost(f"signal {signal_id}: claim epoch {epoch} is no longer current")
+
+        uow = self.uow
+        params = {**values, "sid": signal_id, "seen_epoch": epoch}
+        if uow.is_pg and uow.locked_version is not None:
+            # Takeovers bump the epoch under the portfolio lock: while this unit holds it,
+            # the check can wait for the commit.
+            uow.pending.add(_OWNED_UPDATE, params, owned, row=("signal", signal_id))
+        else:
+            owned(uow.write(_OWNED_UPDATE, params))
 
     def set_state(self, signal_id: int, state: SignalState, epoch: int) -> None:
         if state not in TERMINAL_SIGNAL | {"queued", "processing"}:
@@ -1075,9 +1150,12 @@ class _StatisticsRepo:
         self.uow = uow
 
     def add(self, deltas: Mapping[str, float]) -> None:
-        batch = WriteBatch(self.uow)
-        _add_statistics(batch, deltas, self.uow.now())
-        batch.run()
+        uow = self.uow
+        deferred = uow.is_pg and uow.locked_version is not None
+        batch = uow.pending if deferred else WriteBatch(uow)
+        _add_statistics(batch, deltas, uow.now())
+        if not deferred:
+            batch.run()
 
     def read(self) -> Mapping[str, float]:
         rows = self.uow.x(sa.select(trading_statistics.c.name, trading_statistics.c.value))
@@ -1088,7 +1166,11 @@ def _add_statistics(batch: WriteBatch, deltas: Mapping[str, float], now: dt.date
     check_statistics(deltas)
     statement = _statistics_upsert(batch.uow.factory.dialect)
     for name in sorted(deltas):  # a fixed name order keeps concurrent writers from deadlocking
-        batch.add(statement, {"name": name, "value": float(deltas[name]), "updated_at": now})
+        batch.add(
+            statement,
+            {"name": name, "value": float(deltas[name]), "updated_at": now},
+            row=("statistic", name),
+        )
 
 
 class _FenceRepo:

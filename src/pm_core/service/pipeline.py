@@ -700,8 +700,17 @@ class SignalService:
         intents = [s.intent for s in group.intents]
 
         def work(u: UnitOfWork) -> Answer:
+            # This signal's intents are terminal and only its owner writes them: read before
+            # the portfolio lock, which every instance's T1 and T2 queue on.
+            stored = u.intents.for_signal(reservation.signal_id)
+            # Every order the broker took for this signal: retries and unwinds included.
+            sent = sum(1 for s in stored if s.broker_order_id)
             snapshot = u.portfolio.lock()
             changes = apply_fills(snapshot, intents, fills, config)
+            if sent:
+                counts = {**changes.statistics}
+                counts["orders_placed"] = counts.get("orders_placed", 0) + sent
+                changes = attrs.evolve(changes, statistics=counts)
             u.portfolio.save(changes, snapshot.version)
             final = settle_decision(reservation.decision, changes.settlement)
             if reservation.decision.codes and final.outcome == "failed":
@@ -720,11 +729,6 @@ class SignalService:
                         {"signal_id": reservation.signal_id},
                     ),
                 )
-            stored = u.intents.for_signal(reservation.signal_id)
-            # Every order the broker took for this signal: retries and unwinds included.
-            sent = sum(1 for s in stored if s.broker_order_id)
-            if sent:
-                u.statistics.add({"orders_placed": sent})
             body = decided_body(
                 request_id,
                 reservation.signal_id,
