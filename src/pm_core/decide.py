@@ -14,7 +14,6 @@ import attrs
 
 from pm_core import codes as reason
 from pm_core.calendar import (
-    Contract,
     entry_contract,
     futures_symbol,
     option_symbol,
@@ -56,7 +55,7 @@ from pm_core.model import (
     Trade,
     label_number,
 )
-from pm_core.orders import entry_legs, exit_legs, intents_for
+from pm_core.orders import exit_legs, intents_for, position_entry_legs
 from pm_core.rollover import reference_price, select_strike
 from pm_core.signal import find_duplicate, recorded_from
 from pm_core.sizing import size_base, size_pyramid
@@ -601,14 +600,7 @@ def _leg_intents(
 ) -> tuple[OrderIntent, ...]:
     """Orders for one position: hedge first (open BUY CE, SELL PE; close BUY PE, SELL CE)."""
     if direction == "open":
-        contract = Contract(
-            instrument.id,
-            position.contract_month or "",
-            position.expiry or dt.date.min,
-            position.lot_size,
-            position.point_value,
-        )
-        legs = entry_legs(instrument, contract, position.strike, lots, price)
+        legs = position_entry_legs(instrument, position, lots, price)
     else:
         legs = exit_legs(instrument, position, lots, price)
     return intents_for(
@@ -1070,16 +1062,17 @@ def _apply_changes(
                 new_blocks[inst] = block
         blocks = new_blocks
     equity = changes.portfolio
-    new = snapshot.replace(
-        version=snapshot.version + 1,
-        closed_equity=snapshot.closed_equity if equity is None else equity.closed_equity,
-        equity_high=snapshot.equity_high if equity is None else equity.equity_high,
-        positions=positions,
-        pyramiding=pyramiding,
-        marks=marks,
-        blocks=blocks,
-        next_position_id=next_id,
-        recorded=snapshot.recorded if recorded is None else recorded,
+    new = PortfolioSnapshot(  # positional, in field order (twice per backtest signal)
+        snapshot.version + 1,
+        snapshot.initial_capital,
+        snapshot.closed_equity if equity is None else equity.closed_equity,
+        snapshot.equity_high if equity is None else equity.equity_high,
+        positions,
+        pyramiding,
+        marks,
+        blocks,
+        snapshot.recorded if recorded is None else recorded,
+        next_id,
     )
     return new, idmap
 

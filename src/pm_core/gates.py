@@ -131,10 +131,10 @@ def pyramid_gates(
         codes.append(Code("invalid_risk", {"stop": stop, "price": price}))
     elif sizing.final <= 0:
         codes.append(Code("pyramid_zero_lots", {"limiter": sizing.limiter}))
-    return PyramidGateReport(
-        codes=tuple(codes),
-        price_move_r=move / one_r if one_r > 0 else 0.0,
-        atr_spacing=spacing,
-        risk_percent=percent_of(totals.risk, equity),
-        vol_percent=percent_of(totals.vol, equity),
+    return PyramidGateReport(  # positional, in field order
+        tuple(codes),
+        move / one_r if one_r > 0 else 0.0,  # price_move_r
+        spacing,  # atr_spacing
+        percent_of(totals.risk, equity),  # risk_percent
+        percent_of(totals.vol, equity),  # vol_percent
     )

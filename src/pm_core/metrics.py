@@ -101,7 +101,7 @@ def risk_totals(positions: Sequence[Position], config: DomainConfig) -> RiskTota
         lots += position.lots
         i_risk, i_vol, i_lots = per.get(position.instrument, (0.0, 0.0, 0))
         per[position.instrument] = (i_risk + p_risk, i_vol + p_vol, i_lots + position.lots)
-    return RiskTotals(risk=risk, vol=vol, margin_used=margin_used, lots=lots, by_instrument=per)
+    return RiskTotals(risk, vol, margin_used, lots, per)  # field order
 
 
 def margin_available(equity: float, margin_used: float, portfolio: PortfolioConfig) -> float:

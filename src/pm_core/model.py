@@ -48,8 +48,16 @@ _MICRO = dt.timedelta(microseconds=1)
 
 def label_number(label: str) -> int:
     """n of ``Long_n``; 0 for ``ALL`` or anything else (instrument-wide)."""
-    head, _, tail = label.rpartition("_")
-    return int(tail) if head and tail.isdigit() else 0
+    number = _LABEL_NUMBERS.get(label)
+    if number is None:
+        head, _, tail = label.rpartition("_")
+        number = int(tail) if head and tail.isdigit() else 0
+        if len(_LABEL_NUMBERS) < 1024:  # a handful of labels in practice; never unbounded
+            _LABEL_NUMBERS[label] = number
+    return number
+
+
+_LABEL_NUMBERS: dict[str, int] = {}
 
 
 # The last instant_us answer, by the datetime's identity: decide's duplicate check and the

@@ -126,6 +126,11 @@ def _spec(
     if lots <= 0:
         raise ValueError(f"lots must be > 0, got {lots}")
     quantity = inst.broker_quantity(lots, lot_size)
+    freeze = inst.freeze_quantity
+    if quantity > 0 and (freeze is None or quantity <= freeze):
+        slices: tuple[int, ...] = (quantity,)  # split_quantity's answer, without the call
+    else:
+        slices = split_quantity(quantity, freeze, _unit(inst, lot_size))
     return LegSpec(  # positional, in field order
         leg,
         action,
@@ -134,8 +139,8 @@ def _spec(
         inst.product,
         quantity,
         lots,
-        ref_price(leg, price, strike),
-        split_quantity(quantity, inst.freeze_quantity, _unit(inst, lot_size)),
+        price if leg == "FUT" else ref_price(leg, price, strike),
+        slices,
     )
 
 
@@ -153,6 +158,29 @@ def entry_legs(
     return (
         _spec(inst, "CE", "BUY", ce, lots, contract.lot_size, price, strike),
         _spec(inst, "PE", "SELL", pe, lots, contract.lot_size, price, strike),
+    )
+
+
+def position_entry_legs(
+    inst: InstrumentConfig, position: Position, lots: int, price: float
+) -> tuple[LegSpec, ...]:
+    """``entry_legs`` of a reserved position, reusing the symbols it was given.
+
+    A new position carries the symbols ``entry_legs`` would name from its expiry and strike;
+    without them they are named here, as ``entry_legs`` would (no expiry: ``date.min``).
+    """
+    expiry = position.expiry or dt.date.min
+    if inst.kind == "future":
+        symbol = position.futures_symbol or futures_symbol(inst.symbol_root, expiry)
+        return (_spec(inst, "FUT", "BUY", symbol, lots, position.lot_size, price, None),)
+    strike = position.strike
+    if strike is None:
+        raise ValueError(f"{inst.id} entries need a strike")
+    ce = position.ce_symbol or option_symbol(inst.symbol_root, expiry, strike, "CE")
+    pe = position.pe_symbol or option_symbol(inst.symbol_root, expiry, strike, "PE")
+    return (
+        _spec(inst, "CE", "BUY", ce, lots, position.lot_size, price, strike),
+        _spec(inst, "PE", "SELL", pe, lots, position.lot_size, price, strike),
     )
 
 

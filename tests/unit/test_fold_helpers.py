@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import gc
 from decimal import Decimal
+from typing import Any
 
+import attrs
 import pytest
 
+from pm_core import calendar as cal
+from pm_core import orders
 from pm_core.calendar import format_expiry
-from pm_core.config import PortfolioConfig, gold_mini
+from pm_core.config import PortfolioConfig, default_config, gold_mini
 from pm_core.decide import _filled_lots
 from pm_core.metrics import equity_figures, equity_view
 from pm_core.model import Fill, Leg, OrderIntent, instant_us
@@ -113,3 +117,35 @@ def test_run_restores_the_collector_state(enabled: bool) -> None:
             gc.enable()
         else:
             gc.disable()
+
+
+@pytest.mark.parametrize("freeze", [None, 100])
+@pytest.mark.parametrize("named", [True, False])
+def test_position_entry_legs_are_entry_legs(freeze: int | None, named: bool) -> None:
+    config = default_config()
+    bn = attrs.evolve(config.instruments["BANK_NIFTY"], freeze_quantity=freeze)
+    gold = config.instruments["GOLD_MINI"]
+    for inst, strike in ((bn, 52000.0), (gold, None)):
+        contract = cal.contract_for(inst, 2025, 12, config)
+        symbols: dict[str, Any] = {}
+        if named:
+            root, expiry = inst.symbol_root, contract.expiry
+            if strike is None:
+                symbols = {"futures_symbol": cal.futures_symbol(root, expiry)}
+            else:
+                symbols = {
+                    "ce_symbol": cal.option_symbol(root, expiry, strike, "CE"),
+                    "pe_symbol": cal.option_symbol(root, expiry, strike, "PE"),
+                }
+        position = v.position(
+            inst,
+            lot_size=contract.lot_size,
+            expiry=contract.expiry,
+            strike=strike,
+            **symbols,
+        )
+        assert orders.position_entry_legs(inst, position, 8, 52100.0) == orders.entry_legs(
+            inst, contract, strike, 8, 52100.0
+        )
+    with pytest.raises(ValueError, match="strike"):
+        orders.position_entry_legs(bn, v.position(bn, strike=None), 1, 52100.0)
