@@ -33,9 +33,15 @@ class Compiled:
     columns: Sequence[Any]  # selected/returned columns, for their result processors
     row_type: type[Any] | None = None
     converters: tuple[Processor, ...] | None = None  # set from the first cursor description
+    # When every parameter binds under its own name: the constant binds, to copy and update
+    # (what construct_params does, without its per-call walk over the statement's binds).
+    defaults: dict[str, Any] | None = None
 
     def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        values: dict[str, Any] = self.compiled.construct_params(params)
+        if self.defaults is not None:
+            values = {**self.defaults, **params}
+        else:
+            values = self.compiled.construct_params(params)
         for name, process in self.binders.items():
             values[name] = process(values[name])
         return values
@@ -93,6 +99,13 @@ def compiled(statement: Any, dialect: Any, keys: frozenset[str] = frozenset()) -
     # Rows answer to the column names like the Core path's Row.
     row_type = _row_type(tuple(c.key for c in columns)) if columns else None
     entry = Compiled(str(compiler), compiler, binders, columns, row_type)
+    if keys:
+        # The shortcut is taken only where it gives exactly construct_params' answer.
+        probe = {k: f"<{k}>" for k in keys}
+        expected = compiler.construct_params(probe)
+        defaults = {k: v for k, v in expected.items() if k not in keys}
+        if {**defaults, **probe} == expected:
+            entry.defaults = defaults
     with _cache_lock:
         _cache[key] = (statement, entry)  # keeps the statement alive while its id is a key
     return entry
