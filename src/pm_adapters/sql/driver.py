@@ -46,15 +46,18 @@ class Compiled:
             values[name] = process(values[name])
         return values
 
-    def convert(self, dialect: Any, description: Sequence[Any], rows: list[Any]) -> list[Any]:
+    def rows(self, dialect: Any, cursor: Any) -> list[Any]:
+        """The cursor's rows, converted by the columns' result processors."""
         converters = self.converters
         if converters is None:
+            # psycopg builds the description anew on each access: read it once per statement.
             converters = tuple(
                 column.type.dialect_impl(dialect).result_processor(dialect, d.type_code)
-                for column, d in zip(self.columns, description, strict=True)
+                for column, d in zip(self.columns, cursor.description, strict=True)
             )
             self.converters = converters
         assert self.row_type is not None
+        rows = cursor.fetchall()
         make = self.row_type._make
         converting = [(i, c) for i, c in enumerate(converters) if c is not None]
         if not converting:

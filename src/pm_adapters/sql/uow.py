@@ -342,7 +342,7 @@ class SqlUnitOfWork:
         dialect = self.factory.engine.dialect
         compiled = driver.compiled(statement, dialect, frozenset(params or ()))
         cursor = self.driver(compiled.sql, compiled.bind(params) if params else None)
-        return compiled.convert(dialect, cursor.description, cursor.fetchall())
+        return compiled.rows(dialect, cursor)
 
     def write(self, statement: Any, params: Mapping[str, Any]) -> int:
         """Row count of a write built once at import (the driver path on PostgreSQL)."""
