@@ -1097,7 +1097,7 @@ def remap_intents(
 # --------------------------------------------------------------------------- backtest step
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # built per signal: see "Slots or not" in pm_core.model
 class StepResult:
     """One signal folded into the portfolio: new state, final decision, closes it caused."""
 

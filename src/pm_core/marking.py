@@ -11,7 +11,7 @@ from pm_core.config import InstrumentConfig
 from pm_core.model import Code, Mark, Position
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # built per signal: see "Slots or not" in pm_core.model
 class MarkResult:
     """Positions after a mark, stop-hit events and the new mark (None when the mark was stale)."""
 

@@ -67,7 +67,7 @@ def child_order_id(parent_id: str, child: int) -> str:
 # --------------------------------------------------------------------------- legs
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # built per signal: see "Slots or not" in pm_core.model
 class LegSpec:
     """One leg to send: direction, symbol, broker quantity (split above the freeze quantity)."""
 
