@@ -12,12 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from pm_adapters.sql import driver
+from pm_adapters.sql import rows as rowconv
 from pm_adapters.sql.retry import create_engine
-from pm_adapters.sql.tables import metadata
+from pm_adapters.sql.tables import metadata, portfolio_positions
 from pm_adapters.sql.uow import SqlUnitOfWorkFactory
 from pm_core.config import gold_mini
 from pm_core.errors import ClaimLost, StaleVersionError
-from pm_core.model import ChangeSet, Decision, Mark, Signal
+from pm_core.model import ChangeSet, Decision, Mark, PendingExit, Signal
 from pm_core.ports import Claimed
 from tests.kit.postgres import PgServer
 from tests.strategies import make_position
@@ -184,3 +185,40 @@ def test_a_row_written_twice_under_the_lock_is_sent_in_order(
         uow.commit()
     with factory.begin(read_only=True) as uow:
         assert uow.statistics.read()["exits_rejected"] == 3.0
+
+
+def test_positions_written_are_cached_exactly_as_a_read_returns_them(
+    factory: SqlUnitOfWorkFactory,
+) -> None:
+    """The write-through position cache: after commit, what a fresh read would give."""
+    ist = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    at = dt.datetime(2025, 11, 28, 15, 1, 2, 345678, tzinfo=ist)
+    inst = gold_mini()
+    base = make_position(inst, id=-1, lots=3, entry=78_123.45, stop=77_001.1)
+    pyramid = make_position(
+        inst, id=-2, label="Long_2", entry=78_900.05, stop=78_000.0, is_base=False
+    )
+    opened = (
+        base.replace(entry_timestamp=at),
+        pyramid.replace(entry_timestamp=at, anchor_base_id=-1),
+    )
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+        uow.portfolio.save(ChangeSet(create=opened), snap.version)
+        uow.commit()
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+        first = snap.positions[0]
+        closing = first.replace(
+            status="closing",
+            pending_exit=PendingExit(1, 79_000.5, "partial", at, "open", "a" * 64),
+        )
+        uow.portfolio.save(ChangeSet(update=(closing,)), snap.version)
+        uow.commit()
+    with factory.engine.connect() as conn:
+        rows = conn.execute(sa.select(portfolio_positions).order_by(portfolio_positions.c.id))
+        stored = [rowconv.position_from_row(r._mapping) for r in rows]
+    cached = [factory.positions_cache.get(p.id, p.version) for p in stored]
+    assert cached == stored
+    assert stored[0].pending_exit is not None and stored[1].anchor_base_id == stored[0].id
+    assert all(c is not None and c.entry_timestamp.utcoffset() == dt.timedelta(0) for c in cached)

@@ -106,6 +106,19 @@ def position_from_row(row: Mapping[Any, Any]) -> Position:
     return Position(**data)
 
 
+def position_as_stored(position: Position) -> Position:
+    """The position as a read of the row just written would return it.
+
+    Column round trips: aware datetimes come back in UTC, ``pending_exit`` through JSON;
+    NUMERIC holds the shortest decimal of each float, which reads back as the same float.
+    """
+    values = position_values(position)
+    for name, value in values.items():
+        if isinstance(value, dt.datetime):
+            values[name] = value.astimezone(dt.UTC)
+    return position_from_row(values)
+
+
 def signal_payload(signal: Signal) -> dict[str, Any]:
     """The signal as stored in ``signal_log.payload`` (it never carries the secret)."""
     payload: dict[str, Any] = converter.unstructure(signal)  # the JSON codec writes datetimes

@@ -247,6 +247,7 @@ class SqlUnitOfWork:
         self.read_only = read_only
         self.id_map: dict[int, int] = {}
         self.wrote_positions = False  # see PositionCache: uncommitted rows are never cached
+        self.written_positions: dict[int, Position] = {}  # cached once the commit succeeds
         # The portfolio version this unit holds the row lock on (None: no lock), and the
         # checked writes made under it that wait for the next statement or the commit.
         self.locked_version: int | None = None
@@ -383,6 +384,12 @@ class SqlUnitOfWork:
         except sa.exc.DBAPIError as exc:
             self._end()
             raise translate(exc, self.factory.url, during_commit=True) from exc
+        if self.written_positions:
+            # Committed: the rows are what this unit wrote, so the next snapshot of this
+            # instance need not fetch them again (another writer's change bumps the version).
+            self.factory.positions_cache.remember(
+                [rowconv.position_as_stored(p) for p in self.written_positions.values()]
+            )
         self._end()
 
     def rollback(self) -> None:
@@ -662,6 +669,16 @@ class _PortfolioRepo:
                 portfolio_positions.update()
                 .where(_P.id == id_map[placeholder])
                 .values(anchor_base_id=_real(id_map, anchor))
+            )
+        written = uow.written_positions
+        for p in changes.update:
+            written[p.id] = p.replace(
+                version=p.version + 1, anchor_base_id=_real(id_map, p.anchor_base_id)
+            )
+        for p in changes.create:
+            real = id_map[p.id]
+            written[real] = p.replace(
+                id=real, version=1, anchor_base_id=_real(id_map, p.anchor_base_id)
             )
         for inst in sorted(set(changes.pyramiding) | set(changes.marks)):
             self._pyramiding(inst, changes, now, batch)

@@ -812,10 +812,9 @@ class SignalService:
         for _ in range(1000):  # bounded: each pass finishes one queued signal
 
             def claim(u: UnitOfWork) -> tuple[StoredSignal, int] | None:
-                if any(u.intents.open_for(instrument)):
-                    return None
+                # Usually nothing is queued: look for that first, it is one read.
                 row = u.signals.oldest_queued(instrument)
-                if row is None:
+                if row is None or any(u.intents.open_for(instrument)):
                     return None
                 epoch = u.signals.take_over(row.id, row.claim_epoch, me)
                 if epoch is None:
