@@ -49,6 +49,8 @@ class _Write:
 def _combined_sql(parts: tuple[str, ...]) -> str:
     ctes = []
     for i, sql in enumerate(parts):
+        if "RETURNING" in sql:
+            raise ValueError(f"a batched write must not return rows: {sql[:80]}")
         renamed = _PARAM.sub(lambda m: f"%(w{i}_{m.group(1)})s", sql)  # noqa: B023
         ctes.append(f"w{i} AS ({renamed} RETURNING 1)")
     counts = ", ".join(f"(SELECT count(*) FROM w{i})" for i in range(len(parts)))

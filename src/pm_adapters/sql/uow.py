@@ -183,6 +183,9 @@ _POSITION_INSERT_OPENED_BY = _POSITION_INSERT.values(
     .where(signal_log.c.fingerprint == sa.bindparam("opened_fp"))
     .scalar_subquery()
 )
+# inline: no implicit RETURNING of the new id (the batch adds its own RETURNING)
+_TRADE_INSERT = position_trades.insert().inline()
+_LEDGER_INSERT = equity_ledger.insert().inline()
 _PORTFOLIO_BUMP = (
     portfolio_state.update()
     .where(portfolio_state.c.id == 1, portfolio_state.c.version == sa.bindparam("expected"))
@@ -682,33 +685,25 @@ class _PortfolioRepo:
             )
         for inst in sorted(set(changes.pyramiding) | set(changes.marks)):
             self._pyramiding(inst, changes, now, batch)
-        if changes.close:
-            uow.x(
-                position_trades.insert(),
-                [
-                    {
-                        **rowconv.converter.unstructure(t),
-                        "position_id": _real(id_map, t.position_id),
-                    }
-                    for t in changes.close
-                ],
-            )
-        ledger = [e for e in changes.ledger if e.amount != 0]  # CHECK amount <> 0
-        if ledger:
-            uow.x(
-                equity_ledger.insert(),
-                [
-                    {
-                        "kind": e.kind,
-                        "amount": e.amount,
-                        "equity_after": e.equity_after,
-                        "position_id": _real(id_map, e.position_id),
-                        "note": e.note,
-                        "created_at": now,
-                    }
-                    for e in ledger
-                ],
-            )
+        # New rows: each its own write in the batch (a key no other write shares).
+        for t in changes.close:
+            trade = {
+                **rowconv.converter.unstructure(t),
+                "position_id": _real(id_map, t.position_id),
+            }
+            batch.add(_TRADE_INSERT, trade, row=("new", len(batch.writes)))
+        for e in changes.ledger:
+            if e.amount == 0:  # CHECK amount <> 0: a zero entry records nothing
+                continue
+            entry = {
+                "kind": e.kind,
+                "amount": e.amount,
+                "equity_after": e.equity_after,
+                "position_id": _real(id_map, e.position_id),
+                "note": e.note,
+                "created_at": now,
+            }
+            batch.add(_LEDGER_INSERT, entry, row=("new", len(batch.writes)))
         for inst in sorted(changes.blocks):
             block = changes.blocks[inst]
             if block is None:
