@@ -8,6 +8,7 @@ could not draw; 2 an input file cannot be read; 5 bad configuration.
 from __future__ import annotations
 
 import collections
+import gc
 import math
 import os
 import re
@@ -193,27 +194,37 @@ def backtest_command(
     """
     config = _load_config(config_path)
     mode: SizingMode = _SIZING[sizing] if sizing else config.portfolio.sizing_mode
-    parsed, _parts = _read_inputs(inputs, config, mode)
-    progress = _LazyProgress(progress_after, click.get_text_stream("stderr"))
+    # Reading, the fold and the document build millions of small acyclic values; the cyclic
+    # collector would only re-scan them as they pile up (a sixth of the reading and a third
+    # of the document's time at 100k signals). Paused while they are built, restored after.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        result = run(
-            parsed,
-            config,
-            capital=capital,
-            sizing_mode=mode,
-            dedup=not no_dedup,
-            slippage_ticks=slippage_ticks,
-            progress=progress,
-        )
+        parsed, _parts = _read_inputs(inputs, config, mode)
+        progress = _LazyProgress(progress_after, click.get_text_stream("stderr"))
+        try:
+            result = run(
+                parsed,
+                config,
+                capital=capital,
+                sizing_mode=mode,
+                dedup=not no_dedup,
+                slippage_ticks=slippage_ticks,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+        text = result.to_json() if as_json else render_summary(result, inputs, parsed.accounts)
     finally:
-        progress.close()
+        if collecting:
+            gc.enable()
     if as_json:
         out = click.get_binary_stream("stdout")
-        out.write(result.to_json().encode("utf-8"))
+        out.write(text.encode("utf-8"))
         out.write(b"\n")
         out.flush()
     else:
-        click.echo(render_summary(result, inputs, parsed.accounts))
+        click.echo(text)
     if plot_path is not None:
         _plot(result, plot_path)
         if not as_json:

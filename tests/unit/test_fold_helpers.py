@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -149,3 +150,36 @@ def test_position_entry_legs_are_entry_legs(freeze: int | None, named: bool) -> 
         )
     with pytest.raises(ValueError, match="strike"):
         orders.position_entry_legs(bn, v.position(bn, strike=None), 1, 52100.0)
+
+
+def test_stamper_texts_follow_the_instant_not_the_wall_time() -> None:
+    from zoneinfo import ZoneInfo
+
+    from pm_core.backtest.result import _Stamper
+
+    new_york = ZoneInfo("America/New_York")
+    stamp = _Stamper(new_york)
+    # 01:30 twice on 2025-11-02: equal as wall times in one zone, an hour apart as instants.
+    first = dt.datetime(2025, 11, 2, 1, 30, tzinfo=new_york)
+    second = first.replace(fold=1)
+    assert first == second
+    assert stamp(first) == "2025-11-02T01:30:00-04:00"
+    assert stamp(second) == "2025-11-02T01:30:00-05:00"
+    assert stamp(first) == "2025-11-02T01:30:00-04:00"
+    utc = dt.datetime(2025, 11, 2, 6, 30, tzinfo=dt.UTC)
+    assert stamp(utc) == "2025-11-02T01:30:00-05:00"
+
+
+def test_pm_backtest_restores_the_collector() -> None:
+    from click.testing import CliRunner
+
+    from pm_cli.backtest import backtest_command
+
+    assert gc.isenabled()
+    examples = Path(__file__).resolve().parents[2] / "examples" / "webhook_signals.jsonl"
+    done = CliRunner().invoke(backtest_command, ["--json", str(examples)])
+    assert done.exit_code == 0, done.output
+    assert gc.isenabled()
+    missing = CliRunner().invoke(backtest_command, ["--json", "no/such/file.jsonl"])
+    assert missing.exit_code == 2
+    assert gc.isenabled()

@@ -166,18 +166,31 @@ class BacktestResult:
 
 
 class _Stamper:
-    """ISO 8601 in the portfolio zone; consecutive equal instants reuse the last text."""
+    """ISO 8601 in the portfolio zone; a datetime already written reuses its text.
 
-    __slots__ = ("_last", "_text", "_tz")
+    Trades carry the very datetime objects of the signals that opened and closed them, so
+    most stamps are looked up by identity rather than formatted. (Not by equality: equal
+    wall times on either side of a DST fold compare equal yet are different instants.) The
+    memo holds each datetime, so an id is not reused while it is in the memo.
+    """
+
+    __slots__ = ("_last", "_text", "_texts", "_tz")
 
     def __init__(self, tz: dt.tzinfo) -> None:
         self._tz = tz
         self._last: dt.datetime | None = None
         self._text = ""
+        self._texts: dict[int, tuple[dt.datetime, str]] = {}
 
     def __call__(self, ts: dt.datetime) -> str:
         if ts is not self._last:
-            self._text = ts.astimezone(self._tz).isoformat()
+            known = self._texts.get(id(ts))
+            if known is None:
+                text = ts.astimezone(self._tz).isoformat()
+                self._texts[id(ts)] = (ts, text)
+            else:
+                text = known[1]
+            self._text = text
             self._last = ts
         return self._text
 
