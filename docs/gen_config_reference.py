@@ -130,6 +130,12 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ("l1_size", "Fingerprints remembered per process (L1 duplicate layer)."),
             ("signal_workers", "Worker threads that process signals."),
             (
+                "thread_switch_ms",
+                "`pm serve`: Python's thread switch interval (the interpreter default is 5). A"
+                " worker that holds the portfolio lock waits at most this long for the"
+                " interpreter after each database answer, so the lock is held shorter.",
+            ),
+            (
                 "signal_queue",
                 "Signals that may wait for a worker; beyond workers + queue: 503 "
                 "`overloaded`, `Retry-After: 1`.",

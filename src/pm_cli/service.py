@@ -153,6 +153,7 @@ def serve(
             click.echo("refusing a non-loopback bind without PM_WEBHOOK_SECRET", err=True)
             sys.exit(EXIT_CONFIG)
         log.warning("WEBHOOK AUTHENTICATION IS OFF: no PM_WEBHOOK_SECRET; serving on loopback only")
+    tune_interpreter(settings)
     with _built(settings) as app:
         app.start()
         recovery = app.recovery
@@ -180,6 +181,13 @@ def serve(
         )
         _DrainingServer(app, server_config).run()
         app.drain()
+
+
+def tune_interpreter(settings: Settings) -> None:
+    """Process-wide interpreter settings for ``pm serve``."""
+    # Threads waiting for the GIL get it after at most this long (interpreter default 5 ms):
+    # the worker holding the portfolio lock resumes sooner after each database answer.
+    sys.setswitchinterval(settings.thread_switch_ms / 1000)
 
 
 @click.command()

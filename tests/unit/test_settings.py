@@ -310,3 +310,20 @@ def test_open_warning_is_loud(caplog: pytest.LogCaptureFixture) -> None:
         warn_if_open(load_settings({"PM_WEBHOOK_SECRET": "x"}), logger)
     assert len(caplog.records) == 1
     assert "AUTHENTICATION IS OFF" in caplog.records[0].getMessage()
+
+
+def test_thread_switch_interval_is_set_for_serve_and_must_be_positive() -> None:
+    import sys
+
+    from pm_cli.service import tune_interpreter
+
+    before = sys.getswitchinterval()
+    try:
+        tune_interpreter(load_settings({"PM_THREAD_SWITCH_MS": "2.5"}))
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+        tune_interpreter(load_settings({}))
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        sys.setswitchinterval(before)
+    with pytest.raises(SettingsError, match="PM_THREAD_SWITCH_MS"):
+        load_settings({"PM_THREAD_SWITCH_MS": "0"})

@@ -274,6 +274,7 @@ _VARS: dict[str, _Var] = {
     "ready_db_timeout_ms": _Var(_int, minimum=1),
     "l1_size": _Var(_int, minimum=_NONNEG),
     "signal_workers": _Var(_int, minimum=1),
+    "thread_switch_ms": _Var(_float, minimum=_POS),
     "signal_queue": _Var(_int, minimum=_NONNEG),
     "cache_notice_max_age_ms": _Var(_int, minimum=_NONNEG),
     "response_deadline_ms": _Var(_int, minimum=1),
@@ -377,6 +378,7 @@ class Settings:
     ready_db_timeout_ms: int = 1000
     l1_size: int = 10000
     signal_workers: int = 16
+    thread_switch_ms: float = 1.0
     signal_queue: int = 64
     cache_notice_max_age_ms: int = 1000
     response_deadline_ms: int = 2500
