@@ -55,7 +55,7 @@ from pm_core.model import (
     Trade,
     label_number,
 )
-from pm_core.orders import exit_legs, intents_for, position_entry_legs
+from pm_core.orders import exit_legs, make_intents, position_entry_legs
 from pm_core.rollover import reference_price, select_strike
 from pm_core.signal import find_duplicate, recorded_from
 from pm_core.sizing import size_base, size_pyramid
@@ -603,15 +603,16 @@ def _leg_intents(
         legs = position_entry_legs(instrument, position, lots, price)
     else:
         legs = exit_legs(instrument, position, lots, price)
-    return intents_for(
+    return make_intents(
         legs,
-        fingerprint_part=fingerprint,
-        label_number=label_number(position.label),
-        origin="signal",
-        position_id=position.id,
-        group_id=fingerprint,
-        instrument=instrument.id,
-        first_seq=seq_start + 1,
+        fingerprint,  # fingerprint_part
+        label_number(position.label),
+        "signal",  # origin
+        position.id,
+        fingerprint,  # group_id
+        instrument.id,
+        1,  # attempt
+        seq_start + 1,  # first_seq
     )
 
 

@@ -327,9 +327,9 @@ class Position:
 
     def replace(self, **changes: Any) -> Position:
         """A copy with ``changes`` applied (a fast attrs.evolve; unknown names raise)."""
-        if not changes.keys() <= _POSITION_FIELDS:
+        if not _POSITION_FIELDS.issuperset(changes):
             raise TypeError(f"unknown Position fields: {sorted(changes.keys() - _POSITION_FIELDS)}")
-        new = object.__new__(Position)
+        new = _object_new(Position)
         state = new.__dict__
         state.update(self.__dict__)
         state.update(changes)
@@ -347,6 +347,7 @@ class Position:
 
 
 _POSITION_FIELDS = frozenset(f.name for f in attrs.fields(Position))
+_object_new = object.__new__
 
 
 @attrs.frozen(slots=False)

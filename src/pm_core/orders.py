@@ -219,6 +219,24 @@ def intents_for(
     first_seq: int = 1,
 ) -> tuple[OrderIntent, ...]:
     """Market intents in send order; a frozen leg becomes children ``<id>.1``, ``<id>.2``, ..."""
+    return make_intents(
+        legs, fingerprint_part, label_number, origin, position_id, group_id, instrument,
+        attempt, first_seq,
+    )  # fmt: skip
+
+
+def make_intents(
+    legs: Sequence[LegSpec],
+    fingerprint_part: str,
+    label_number: int,
+    origin: IntentOrigin,
+    position_id: int,
+    group_id: str,
+    instrument: str,
+    attempt: int,
+    first_seq: int,
+) -> tuple[OrderIntent, ...]:
+    """``intents_for`` with positional arguments (decide calls it for every position it trades)."""
     intents: list[OrderIntent] = []
     seq = first_seq
     part = _fingerprint_part(fingerprint_part) if legs else ""
