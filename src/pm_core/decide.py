@@ -202,7 +202,14 @@ def _mark_instrument(
     config: DomainConfig,
     fingerprint: str,
 ) -> None:
-    own = [p for p in draft.positions if p.instrument == instrument.id]
+    inst_id = instrument.id
+    own = [p for p in draft.positions if p.instrument == inst_id]
+    if not own:
+        # What mark() gives for no positions: only the new mark, unless it is stale.
+        last = snapshot.marks.get(inst_id)
+        if last is None or not signal.timestamp < last.ts:
+            draft.marks[inst_id] = Mark(signal.price, signal.atr, signal.timestamp)
+        return
     result = mark(
         own,
         instrument,
@@ -1130,8 +1137,8 @@ def step(
         state = _apply_changes(snapshot, changes, recorded)[0]
         return StepResult(state, final, changes.close, False)
     state, idmap = _apply_changes(snapshot, changes, None)
-    intents = remap_intents(decision.intents, idmap)
-    tick = config.instruments[signal.instrument].tick_size
+    intents = remap_intents(decision.intents, idmap) if idmap else decision.intents
+    tick = config.instruments[signal.instrument].tick_size if slippage_ticks else 0.0
     fills = {i.client_order_id: paper_fill(i, slippage_ticks, tick) for i in intents}
     settled = apply_fills(state, intents, fills, config)
     final = settle_decision(decision, settled.settlement)

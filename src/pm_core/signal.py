@@ -442,11 +442,35 @@ def parse_signal(payload: object, config: DomainConfig) -> Signal:
 
 def fingerprint(signal: Signal) -> str:
     """The signal's identity: SHA-256 of instrument, type, label and its UTC second (domain 3.4)."""
-    # isoformat(timespec="seconds") truncates like replace(microsecond=0).isoformat() but
-    # builds no intermediate datetime (the backtest fingerprints every signal).
-    second = signal.timestamp.astimezone(UTC).isoformat(timespec="seconds")
+    ts = signal.timestamp
+    try:
+        # The duplicate check asks for the same instant next (instant_us remembers it).
+        second = utc_second_text(instant_us(ts))
+    except TypeError:  # naive: read as local time, as astimezone does
+        second = ts.astimezone(UTC).replace(microsecond=0).isoformat()
     text = f"{signal.instrument}:{signal.type}:{signal.position}:{second}"
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_EPOCH_ORDINAL: Final = dt.date(1970, 1, 1).toordinal()
+_UTC_DAYS: dict[int, str] = {}
+
+
+def utc_second_text(at_us: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS+00:00`` of the UTC second holding an instant (us since the epoch).
+
+    The text ``datetime.astimezone(UTC).replace(microsecond=0).isoformat()`` gives, built from
+    integers: days are formatted once each, the time of day by arithmetic.
+    """
+    day, second = divmod(at_us // 1_000_000, 86_400)
+    date = _UTC_DAYS.get(day)
+    if date is None:
+        date = dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat()
+        if len(_UTC_DAYS) < 100_000:  # about 270 years of days; bounded for long-lived services
+            _UTC_DAYS[day] = date
+    hour, rest = divmod(second, 3600)
+    minute, sec = divmod(rest, 60)
+    return f"{date}T{hour:02d}:{minute:02d}:{sec:02d}+00:00"
 
 
 def find_duplicate(

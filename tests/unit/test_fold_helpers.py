@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import hashlib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pm_core import calendar as cal
 from pm_core import orders
@@ -17,7 +20,8 @@ from pm_core.calendar import format_expiry
 from pm_core.config import PortfolioConfig, default_config, gold_mini
 from pm_core.decide import _filled_lots
 from pm_core.metrics import equity_figures, equity_view
-from pm_core.model import Fill, Leg, OrderIntent, instant_us
+from pm_core.model import Fill, Leg, OrderIntent, Signal, instant_us
+from pm_core.signal import fingerprint, utc_second_text
 from tests.unit import vectors as v
 
 GOLD = gold_mini()
@@ -183,3 +187,25 @@ def test_pm_backtest_restores_the_collector() -> None:
     missing = CliRunner().invoke(backtest_command, ["--json", "no/such/file.jsonl"])
     assert missing.exit_code == 2
     assert gc.isenabled()
+
+
+@given(
+    instant=st.datetimes(
+        min_value=dt.datetime(1, 1, 2),
+        max_value=dt.datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [dt.UTC, IST, dt.timezone(dt.timedelta(hours=-9, minutes=-30, seconds=-15))]
+        ),
+    )
+)
+def test_utc_second_text_is_the_isoformat_of_the_utc_second(instant: dt.datetime) -> None:
+    expected = instant.astimezone(dt.UTC).replace(microsecond=0).isoformat()
+    assert utc_second_text(instant_us(instant)) == expected
+
+
+def test_fingerprint_of_a_naive_timestamp_reads_it_as_local_time() -> None:
+    naive = dt.datetime(2025, 11, 28, 10, 30, 0, 250)
+    signal = Signal("EXIT", "GOLD_MINI", "ALL", 1.0, 0.0, 0, 0.0, 0.0, 0.0, naive, None, "x")
+    second = naive.astimezone(dt.UTC).replace(microsecond=0).isoformat()
+    text = f"GOLD_MINI:EXIT:ALL:{second}"
+    assert fingerprint(signal) == hashlib.sha256(text.encode()).hexdigest()
