@@ -222,3 +222,48 @@ def test_positions_written_are_cached_exactly_as_a_read_returns_them(
     assert cached == stored
     assert stored[0].pending_exit is not None and stored[1].anchor_base_id == stored[0].id
     assert all(c is not None and c.entry_timestamp.utcoffset() == dt.timedelta(0) for c in cached)
+
+
+def _queued(factory: SqlUnitOfWorkFactory, fp: str, minute: int) -> int:
+    signal = Signal(
+        "EXIT", "GOLD_MINI", "Long_1", 79_000.0, 0.0, 1, 500.0, 0.7, 0.0,
+        T0 + dt.timedelta(minutes=minute),
+    )  # fmt: skip
+    with factory.begin() as uow:
+        claim = uow.signals.claim(signal, fp, T0, "inst-a")
+        assert isinstance(claim, Claimed)
+        uow.signals.set_state(claim.id, "queued", claim.epoch)
+        uow.commit()
+    return claim.id
+
+
+def test_lock_reads_state_and_snapshot_in_one_round_trip_and_near_brings_the_barrier(
+    factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _two_positions(factory)
+    first = _queued(factory, "1" * 64, 0)
+    _queued(factory, "2" * 64, 10)
+    calls: list[int] = []
+    through = driver.run_many
+
+    def run_many(connection: sa.Connection, statements: Any, **kw: Any) -> Any:
+        calls.append(len(statements))
+        return through(connection, statements, **kw)
+
+    monkeypatch.setattr(driver, "run_many", run_many)
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+        near = uow.signals.near("GOLD_MINI", "EXIT", "Long_1", T0, 60.0)
+        open_now = uow.intents.open_for("GOLD_MINI")
+        oldest = uow.signals.oldest_queued("GOLD_MINI")
+        assert calls == [2, 3]  # lock + snapshot; near + open intents + oldest queued
+        assert len(snap.positions) == 2 and [r.signal_id for r in near] == [first]
+        assert open_now == [] and oldest is not None and oldest.id == first
+        # Served once: asked again, the database answers.
+        assert uow.signals.oldest_queued("GOLD_MINI") == oldest
+        assert calls == [2, 3, 1]
+        # A write in between: what was read ahead is not served.
+        uow.signals.near("GOLD_MINI", "EXIT", "Long_1", T0, 60.0)
+        uow.signals.set_state(first, "processing", 1)
+        after = uow.signals.oldest_queued("GOLD_MINI")
+        assert after is not None and after.id != first
