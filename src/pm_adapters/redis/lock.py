@@ -31,6 +31,14 @@ end
 return 0
 """
 
+# SET NX PX and, if it won, the fencing token: one round trip (service.md 2.2 step 5).
+SET_AND_FENCE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return false
+"""
+
 
 def lock_value(owner: str, token: str) -> str:
     """The stored value: owner id and token, so cleanup can tell whose lock it is."""
@@ -56,6 +64,7 @@ class RedisSignalLock:
         self._scan_count = scan_count
         self._delete = client.register_script(COMPARE_AND_DELETE)
         self._expire = client.register_script(COMPARE_AND_EXPIRE)
+        self._acquire = client.register_script(SET_AND_FENCE)
 
     def key(self, fingerprint: str) -> str:
         return f"{self._prefix}signal_lock:{fingerprint}"
@@ -64,12 +73,15 @@ class RedisSignalLock:
         token = secrets.token_hex(16)
         value = lock_value(self._instance_id, token)
         key = self.key(fingerprint)
-        won = redis_call(lambda: self._client.set(key, value, nx=True, px=ttl_ms))
-        if not won:
+        fence_key = f"{self._prefix}signal_fence"
+        fencing = redis_call(lambda: self._acquire(keys=[key, fence_key], args=[value, ttl_ms]))
+        if fencing is None:
             return None
-        fencing = int(redis_call(lambda: self._client.incr(f"{self._prefix}signal_fence")))
         return LockHandle(
-            fingerprint=fingerprint, token=token, owner=self._instance_id, fencing_token=fencing
+            fingerprint=fingerprint,
+            token=token,
+            owner=self._instance_id,
+            fencing_token=int(fencing),
         )
 
     def release(self, handle: LockHandle) -> None:
