@@ -94,14 +94,20 @@ class _Draft:
         self.statistics: dict[str, float] = {}
 
     def replace(self, new: Position) -> None:
-        self.updated[new.id] = new
         pid = new.id
-        self.positions = [new if p.id == pid else p for p in self.positions]
+        self.updated[pid] = new
+        positions = []
+        for p in self.positions:  # a loop, not a comprehension: cheaper on a few items
+            positions.append(new if p.id == pid else p)
+        self.positions = positions
 
     def replace_many(self, news: Mapping[int, Position]) -> None:
         """Several replacements in one pass over the positions (marking updates many)."""
         self.updated.update(news)
-        self.positions = [news.get(p.id, p) for p in self.positions]
+        positions = []
+        for p in self.positions:
+            positions.append(news.get(p.id, p))
+        self.positions = positions
 
     def changes(self) -> ChangeSet:
         # Positional (field order): built for every signal.
@@ -203,7 +209,10 @@ def _mark_instrument(
     fingerprint: str,
 ) -> None:
     inst_id = instrument.id
-    own = [p for p in draft.positions if p.instrument == inst_id]
+    own = []
+    for p in draft.positions:
+        if p.instrument == inst_id:
+            own.append(p)
     if not own:
         # What mark() gives for no positions: only the new mark, unless it is stale.
         last = snapshot.marks.get(inst_id)
@@ -222,11 +231,10 @@ def _mark_instrument(
         return
     if result.mark is not None:
         draft.marks[instrument.id] = result.mark
-    changed = {
-        after.id: after
-        for before, after in zip(own, result.positions, strict=True)
-        if after is not before
-    }
+    changed: dict[int, Position] = {}
+    for before, after in zip(own, result.positions, strict=True):
+        if after is not before:
+            changed[after.id] = after
     if changed:
         draft.replace_many(changed)
     if not config.portfolio.exit_on_stop_hit or not result.hit_ids:
@@ -958,7 +966,10 @@ def apply_fills(
         outcome = "failed"
     else:
         outcome = "executed"
-    total = sum((p.pnl or 0.0 for p in settled), 0.0)
+    if len(settled) == 1:
+        total = 0.0 + (settled[0].pnl or 0.0)  # sum() of one, without a generator
+    else:
+        total = sum((p.pnl or 0.0 for p in settled), 0.0)
     equity = None
     if closed_equity != snapshot.closed_equity:
         equity = EquityUpdate(closed_equity, max(snapshot.equity_high, closed_equity))
@@ -1029,7 +1040,9 @@ def _apply_changes(
     update = changes.update
     if update or create:
         # Insertion order stays ascending by id: updates keep their place, new ids are larger.
-        by_id: dict[int, Position] = {p.id: p for p in positions}
+        by_id: dict[int, Position] = {}
+        for p in positions:  # a loop, not a comprehension: cheaper on a few positions
+            by_id[p.id] = p
         for p in update:
             pid = p.id
             current = by_id.get(pid)
@@ -1139,7 +1152,9 @@ def step(
     state, idmap = _apply_changes(snapshot, changes, None)
     intents = remap_intents(decision.intents, idmap) if idmap else decision.intents
     tick = config.instruments[signal.instrument].tick_size if slippage_ticks else 0.0
-    fills = {i.client_order_id: paper_fill(i, slippage_ticks, tick) for i in intents}
+    fills: dict[str, Fill] = {}
+    for i in intents:
+        fills[i.client_order_id] = paper_fill(i, slippage_ticks, tick)
     settled = apply_fills(state, intents, fills, config)
     final = settle_decision(decision, settled.settlement)
     recorded = _recorded(state, signal, received.fingerprint, final.outcome, dedup)

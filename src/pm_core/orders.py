@@ -243,8 +243,10 @@ def make_intents(
     for spec in legs:
         parent = _client_order_id(part, label_number, spec.leg, attempt)
         per_lot = spec.quantity // spec.lots
-        for n, qty in enumerate(spec.slices, start=1):
-            cid = parent if len(spec.slices) == 1 else child_order_id(parent, n)
+        slices = spec.slices
+        single = len(slices) == 1
+        for n, qty in enumerate(slices, start=1):
+            cid = parent if single else child_order_id(parent, n)
             # Positional (field order): a keyword call costs twice as much, once per leg.
             intents.append(
                 OrderIntent(
