@@ -1055,12 +1055,6 @@ _INTENT_CLAIM = (
     .values(state="sending", attempts=_I.attempts + 1, version=_I.version + 1)
     .returning(*order_intents.c)
 )
-_INTENT_CLAIM_FENCED = _INTENT_CLAIM.where(
-    sa.exists().where(
-        signal_log.c.id == sa.bindparam("sid"),
-        signal_log.c.claim_epoch == sa.bindparam("epoch"),
-    )
-)
 # SET columns come from the parameter names.
 _INTENT_TRANSITION = (
     order_intents.update()
@@ -1128,18 +1122,9 @@ class _IntentRepo:
             "owner_instance_id": owner,
             "updated_at": now,
         }
-        if isinstance(fence, SignalFence) and uow.is_pg:
-            # One round trip: the share lock on the signal row and the claim, which the SQL
-            # itself makes conditional on the epoch (so a lost epoch claims nothing).
-            fenced = {**values, "sid": fence.signal_id, "epoch": fence.claim_epoch}
-            seen, claimed = uow.fetch_many(
-                [(_SIGNAL_EPOCH_SHARED, {"sid": fence.signal_id}), (_INTENT_CLAIM_FENCED, fenced)]
-            )
-            if (seen[0][0] if seen else None) != fence.claim_epoch:
-                raise ClaimLost(f"signal {fence.signal_id}: claim epoch {fence.claim_epoch} lost")
-            return rowconv.stored_intent_from_row(claimed[0]._mapping) if claimed else None
         if isinstance(fence, SignalFence):
-            rows = uow.fetch(_SIGNAL_EPOCH, {"sid": fence.signal_id})
+            q = _SIGNAL_EPOCH_SHARED if uow.is_pg else _SIGNAL_EPOCH
+            rows = uow.fetch(q, {"sid": fence.signal_id})
             epoch = rows[0][0] if rows else None
             if epoch != fence.claim_epoch:
                 raise ClaimLost(f"signal {fence.signal_id}: claim epoch {fence.claim_epoch} lost")
