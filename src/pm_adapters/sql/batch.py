@@ -78,7 +78,6 @@ class WriteBatch:
         ``row`` names the row written. A second write of a row already queued first sends
         the queue: in one statement only one of the two would take effect.
         """
-        self.uow.prefetched.clear()  # a write: what was read ahead may no longer hold
         if row in self.rows:
             self.run()
         self.writes.append(_Write(statement, params, check))

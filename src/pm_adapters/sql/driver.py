@@ -143,42 +143,21 @@ def run(
     translate: Callable[[BaseException], BaseException],
 ) -> Any:
     """Execute on the driver connection of ``connection``; the psycopg cursor."""
-    return run_many(connection, [(sql, params)], translate=translate)[0]
-
-
-def run_many(
-    connection: sa.Connection,
-    statements: Sequence[tuple[str, Mapping[str, Any] | None]],
-    *,
-    translate: Callable[[BaseException], BaseException],
-) -> list[Any]:
-    """Execute in order, several in one round trip (psycopg pipeline); a cursor for each.
-
-    The server still runs them one after another, each with its own snapshot (READ
-    COMMITTED), so a read sent after a lock statement sees what committed before the lock
-    was granted, exactly as if the client had waited for the lock's answer first.
-    """
     raw = connection.connection.driver_connection
     assert raw is not None
-    cursors = [raw.cursor() for _ in statements]
+    cursor = raw.cursor()
     try:
-        if len(statements) == 1:
-            cursors[0].execute(*statements[0])
-        else:
-            with raw.pipeline():
-                for cursor, (sql, params) in zip(cursors, statements, strict=True):
-                    cursor.execute(sql, params)
+        cursor.execute(sql, params)
     except Exception as exc:
         dialect = connection.dialect
         dbapi = dialect.loaded_dbapi
         if not isinstance(exc, dbapi.Error):
             raise
-        lost = dialect.is_disconnect(exc, raw, cursors[0])
-        sql, params = statements[0]
+        lost = dialect.is_disconnect(exc, raw, cursor)
         wrapped = sa.exc.DBAPIError.instance(
             sql, params, exc, dbapi.Error, connection_invalidated=lost, dialect=dialect
         )
         if lost:
             connection.invalidate(exc)
         raise translate(wrapped) from exc
-    return cursors
+    return cursor

@@ -256,9 +256,6 @@ class SqlUnitOfWork:
         self.locked_version: int | None = None
         self.locked_positions: dict[int, int] = {}  # live id -> version under that lock
         self.pending = WriteBatch(self)
-        # Reads sent ahead with an earlier one (see _SignalRepo.near), served at most once and
-        # only while this unit has touched nothing since.
-        self.prefetched: dict[tuple[str, str], list[Any]] = {}
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
         self._closed = False
@@ -321,7 +318,6 @@ class SqlUnitOfWork:
 
     def x(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         """Execute with driver errors translated to PmError leaves."""
-        self.prefetched.clear()
         conn = self._start()
         if self.pending.writes:
             self.pending.run()  # reads see this unit's writes; writes keep their order
@@ -337,7 +333,6 @@ class SqlUnitOfWork:
 
     def driver(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         """Run driver SQL on this unit's connection (PostgreSQL); the psycopg cursor."""
-        self.prefetched.clear()
         if self.pending.writes:
             self.pending.run()
         return driver.run(
@@ -352,31 +347,6 @@ class SqlUnitOfWork:
         compiled = driver.compiled(statement, dialect, frozenset(params or ()))
         cursor = self.driver(compiled.sql, compiled.bind(params) if params else None)
         return compiled.rows(dialect, cursor)
-
-    def fetch_many(
-        self, statements: Sequence[tuple[Any, Mapping[str, Any] | None]]
-    ) -> list[list[Any]]:
-        """The rows of each statement, in order; one round trip on PostgreSQL."""
-        self.prefetched.clear()
-        if not self.is_pg:
-            return [list(self.x(statement, params)) for statement, params in statements]
-        if self.pending.writes:
-            self.pending.run()
-        dialect = self.factory.engine.dialect
-        prepared = [
-            (driver.compiled(statement, dialect, frozenset(params or ())), params)
-            for statement, params in statements
-        ]
-        cursors = driver.run_many(
-            self._start(),
-            [(c.sql, c.bind(params) if params else None) for c, params in prepared],
-            translate=lambda e: translate(e, self.factory.url),
-        )
-        return [c.rows(dialect, cursor) for (c, _), cursor in zip(prepared, cursors, strict=True)]
-
-    def prefetched_rows(self, key: tuple[str, str]) -> list[Any] | None:
-        """Rows read ahead for ``key``, once, if nothing happened in this unit since."""
-        return self.prefetched.pop(key, None)
 
     def write(self, statement: Any, params: Mapping[str, Any]) -> int:
         """Row count of a write built once at import (the driver path on PostgreSQL)."""
@@ -586,14 +556,7 @@ class _PortfolioRepo:
     def _snapshot(self, *, lock: bool) -> PortfolioSnapshot:
         uow = self.uow
         locking = lock and not uow.read_only
-        # The state row (locked) and the rest of the snapshot, read after the lock is granted,
-        # in one round trip: the wait for the lock is the server's, not a client's trip.
-        rows, rest = uow.fetch_many(
-            [
-                (_LOCK_Q if locking else _STATE_Q, None),
-                (_SNAPSHOT_PG_Q if uow.is_pg else _SNAPSHOT_Q, None),
-            ]
-        )
+        rows = uow.fetch(_LOCK_Q if locking else _STATE_Q)
         if not rows:
             raise NotInitialised(_NOT_INIT)
         row = rows[0]
@@ -604,7 +567,7 @@ class _PortfolioRepo:
         marks: dict[str, Mark] = {}
         blocks: dict[str, Block] = {}
         live_versions: dict[int, int] = {}
-        for r in rest:
+        for r in uow.fetch(_SNAPSHOT_PG_Q if uow.is_pg else _SNAPSHOT_Q):
             if r.kind == "p":
                 if uow.is_pg:
                     live_versions.update(zip(r.ids or (), r.versions or (), strict=True))
@@ -967,29 +930,16 @@ class _SignalRepo:
     ) -> Sequence[RecordedSignal]:
         window = dt.timedelta(microseconds=round(window_s * 1_000_000))
         at = instant.astimezone(UTC)
-        uow = self.uow
-        params = {
-            "inst": instrument,
-            "type": type_,
-            "label": label,
-            "lo": at - window,
-            "hi": at + window,
-        }
-        if uow.is_pg and uow.locked_version is not None:
-            # T1 under the portfolio lock asks next for the instrument's barrier (open intents,
-            # oldest queued signal): read both in this round trip. The server runs them after
-            # this look-up, under the same lock, as if asked one after another; the rows are
-            # served only if this unit does nothing else in between.
-            rows, open_rows, queued = uow.fetch_many(
-                [
-                    (_NEAR_Q, params),
-                    (_INTENTS_OPEN_FOR_Q, {"inst": instrument}),
-                    (_OLDEST_QUEUED_Q, {"inst": instrument}),
-                ]
-            )
-            uow.prefetched = {("open_for", instrument): open_rows, ("oldest", instrument): queued}
-        else:
-            rows = uow.fetch(_NEAR_Q, params)
+        rows = self.uow.fetch(
+            _NEAR_Q,
+            {
+                "inst": instrument,
+                "type": type_,
+                "label": label,
+                "lo": at - window,
+                "hi": at + window,
+            },
+        )
         return [
             RecordedSignal(
                 fingerprint=r.fingerprint,
@@ -1015,9 +965,6 @@ class _SignalRepo:
         return self._one(_SIGNAL_BY_FP_Q, {"fp": fingerprint})
 
     def oldest_queued(self, instrument: str) -> StoredSignal | None:
-        rows = self.uow.prefetched_rows(("oldest", instrument))
-        if rows is not None:
-            return rowconv.stored_signal_from_row(rows[0]._mapping) if rows else None
         return self._one(_OLDEST_QUEUED_Q, {"inst": instrument})
 
     def in_flight(self) -> Sequence[StoredSignal]:
@@ -1174,9 +1121,6 @@ class _IntentRepo:
         return self._many(_INTENTS_FOR_SIGNAL_Q, {"sid": signal_id})
 
     def open_for(self, instrument: str) -> Sequence[StoredIntent]:
-        rows = self.uow.prefetched_rows(("open_for", instrument))
-        if rows is not None:
-            return [rowconv.stored_intent_from_row(r._mapping) for r in rows]
         return self._many(_INTENTS_OPEN_FOR_Q, {"inst": instrument})
 
     def unresolved(self) -> Sequence[StoredIntent]:
