@@ -489,3 +489,15 @@ def test_freeze_split_children_fill_as_one_leg_at_their_average() -> None:
     (position,) = after.positions
     assert position.lots == 3
     assert position.entry_fill_price == float((Decimal("78500") * 2 + Decimal("78503")) / 3)
+
+
+def test_market_reads_for_an_entry_with_no_nameable_contract_are_none() -> None:
+    """The pre-T1 market reads must not raise where decide answers no_contract."""
+    from pm_core.service.market import market_needs
+
+    config = default_config()
+    when = "1970-01-02T10:00:00"  # no expiry of that year can be written as DDMMMYY
+    signal = validate(payload("BASE_ENTRY", "Long_1", 52000, when), config)
+    assert market_needs(signal, config, dt.datetime(2025, 11, 28, tzinfo=dt.UTC)).quotes == ()
+    r = Fold(config).send(payload("BASE_ENTRY", "Long_1", 52000, when))
+    assert [c.code for c in r.decision.codes] == ["no_contract"]

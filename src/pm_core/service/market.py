@@ -32,8 +32,11 @@ def market_needs(signal: Signal, config: DomainConfig, now: dt.datetime) -> Mark
         return MarketNeeds()
     quotes: tuple[tuple[str, str], ...] = ()
     if instrument.kind == "synthetic_future" and instrument.reference_quotes:
-        expiry = entry_contract(instrument, signal.timestamp, config).expiry
-        quotes = tuple(dict.fromkeys(reference_quotes_for(instrument, expiry, expiry)))
+        try:
+            expiry = entry_contract(instrument, signal.timestamp, config).expiry
+            quotes = tuple(dict.fromkeys(reference_quotes_for(instrument, expiry, expiry)))
+        except ValueError:
+            pass  # no contract can be named for that instant: decide rejects it, no_contract
     return MarketNeeds(quotes, config.portfolio.equity_source == "broker")
 
 
