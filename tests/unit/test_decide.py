@@ -498,6 +498,7 @@ def test_market_reads_for_an_entry_with_no_nameable_contract_are_none() -> None:
     config = default_config()
     when = "1970-01-02T10:00:00"  # no expiry of that year can be written as DDMMMYY
     signal = validate(payload("BASE_ENTRY", "Long_1", 52000, when), config)
+    assert not isinstance(signal, tuple), signal
     assert market_needs(signal, config, dt.datetime(2025, 11, 28, tzinfo=dt.UTC)).quotes == ()
     r = Fold(config).send(payload("BASE_ENTRY", "Long_1", 52000, when))
     assert [c.code for c in r.decision.codes] == ["no_contract"]
