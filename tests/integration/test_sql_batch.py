@@ -222,3 +222,51 @@ def test_positions_written_are_cached_exactly_as_a_read_returns_them(
     assert cached == stored
     assert stored[0].pending_exit is not None and stored[1].anchor_base_id == stored[0].id
     assert all(c is not None and c.entry_timestamp.utcoffset() == dt.timedelta(0) for c in cached)
+
+
+def _queued(factory: SqlUnitOfWorkFactory, fp: str, minute: int) -> int:
+    signal = Signal(
+        "EXIT", "GOLD_MINI", "Long_1", 79_000.0, 0.0, 1, 500.0, 0.7, 0.0,
+        T0 + dt.timedelta(minutes=minute),
+    )  # fmt: skip
+    with factory.begin() as uow:
+        claim = uow.signals.claim(signal, fp, T0, "inst-a")
+        assert isinstance(claim, Claimed)
+        uow.signals.set_state(claim.id, "queued", claim.epoch)
+        uow.commit()
+    return claim.id
+
+
+def test_near_under_the_lock_counts_the_barrier_so_an_empty_one_costs_nothing_more(
+    factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _statements(factory, monkeypatch)
+    with factory.begin() as uow:
+        uow.portfolio.lock()
+        del seen[:]
+        assert uow.signals.near("GOLD_MINI", "EXIT", "Long_1", T0, 60.0) == []
+        assert uow.intents.open_for("GOLD_MINI") == []
+        assert uow.signals.oldest_queued("GOLD_MINI") is None
+        assert len(seen) == 1  # the near look-up carried both counts
+        assert uow.signals.oldest_queued("GOLD_MINI") is None  # answered once: asks again
+        assert len(seen) == 2
+    first = _queued(factory, "1" * 64, 0)
+    _queued(factory, "2" * 64, 10)
+    with factory.begin() as uow:
+        uow.portfolio.lock()
+        del seen[:]
+        near = uow.signals.near("GOLD_MINI", "EXIT", "Long_1", T0, 60.0)
+        assert [r.signal_id for r in near] == [first]
+        assert uow.intents.open_for("GOLD_MINI") == [] and len(seen) == 1
+        oldest = uow.signals.oldest_queued("GOLD_MINI")  # not empty: read for real
+        assert oldest is not None and oldest.id == first and len(seen) == 2
+    with factory.begin() as uow:
+        uow.portfolio.lock()
+        assert uow.signals.near("BANK_NIFTY", "EXIT", "Long_1", T0, 60.0) == []
+        # This unit queues a BANK_NIFTY signal after the probe: its "none queued" is void.
+        signal = Signal("EXIT", "BANK_NIFTY", "Long_1", 52_000.0, 0.0, 1, 300.0, 0.7, 0.0, T0)
+        claim = uow.signals.claim(signal, "3" * 64, T0, "inst-a")
+        assert isinstance(claim, Claimed)
+        uow.signals.set_state(claim.id, "queued", claim.epoch)
+        queued = uow.signals.oldest_queued("BANK_NIFTY")
+        assert queued is not None and queued.id == claim.id

@@ -78,6 +78,7 @@ class WriteBatch:
         ``row`` names the row written. A second write of a row already queued first sends
         the queue: in one statement only one of the two would take effect.
         """
+        self.uow.known_empty.clear()  # a write: what a probe showed may no longer hold
         if row in self.rows:
             self.run()
         self.writes.append(_Write(statement, params, check))

@@ -256,6 +256,9 @@ class SqlUnitOfWork:
         self.locked_version: int | None = None
         self.locked_positions: dict[int, int] = {}  # live id -> version under that lock
         self.pending = WriteBatch(self)
+        # Look-ups known to come back empty, from a probe sent with an earlier statement
+        # (see _SignalRepo.near): each answered once, and only until this unit does anything.
+        self.known_empty: set[tuple[str, str]] = set()
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
         self._closed = False
@@ -318,6 +321,7 @@ class SqlUnitOfWork:
 
     def x(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         """Execute with driver errors translated to PmError leaves."""
+        self.known_empty.clear()
         conn = self._start()
         if self.pending.writes:
             self.pending.run()  # reads see this unit's writes; writes keep their order
@@ -333,6 +337,7 @@ class SqlUnitOfWork:
 
     def driver(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         """Run driver SQL on this unit's connection (PostgreSQL); the psycopg cursor."""
+        self.known_empty.clear()
         if self.pending.writes:
             self.pending.run()
         return driver.run(
@@ -347,6 +352,13 @@ class SqlUnitOfWork:
         compiled = driver.compiled(statement, dialect, frozenset(params or ()))
         cursor = self.driver(compiled.sql, compiled.bind(params) if params else None)
         return compiled.rows(dialect, cursor)
+
+    def known_to_be_empty(self, key: tuple[str, str]) -> bool:
+        """True once if a probe showed this look-up empty and nothing happened since."""
+        if key in self.known_empty:
+            self.known_empty.discard(key)
+            return True
+        return False
 
     def write(self, statement: Any, params: Mapping[str, Any]) -> int:
         """Row count of a write built once at import (the driver path on PostgreSQL)."""
@@ -930,16 +942,29 @@ class _SignalRepo:
     ) -> Sequence[RecordedSignal]:
         window = dt.timedelta(microseconds=round(window_s * 1_000_000))
         at = instant.astimezone(UTC)
-        rows = self.uow.fetch(
-            _NEAR_Q,
-            {
-                "inst": instrument,
-                "type": type_,
-                "label": label,
-                "lo": at - window,
-                "hi": at + window,
-            },
-        )
+        uow = self.uow
+        params = {
+            "inst": instrument,
+            "type": type_,
+            "label": label,
+            "lo": at - window,
+            "hi": at + window,
+        }
+        if uow.is_pg and uow.locked_version is not None:
+            # Under the portfolio lock T1 asks next for the instrument's barrier (open intents,
+            # oldest queued signal). Usually there is none: this statement also counts both,
+            # so an empty answer costs no further round trip. Counted after the lock was
+            # granted, as the look-ups themselves would be, and used only if this unit does
+            # nothing else in between.
+            found = uow.fetch(_NEAR_AND_BARRIER_Q, params)
+            rows = [r for r in found if r.kind == "n"]
+            counts = {r.kind: r.id for r in found if r.kind != "n"}
+            if counts.get("o") == 0:
+                uow.known_empty.add(("open_for", instrument))
+            if counts.get("q") == 0:
+                uow.known_empty.add(("oldest_queued", instrument))
+        else:
+            rows = uow.fetch(_NEAR_Q, params)
         return [
             RecordedSignal(
                 fingerprint=r.fingerprint,
@@ -965,6 +990,8 @@ class _SignalRepo:
         return self._one(_SIGNAL_BY_FP_Q, {"fp": fingerprint})
 
     def oldest_queued(self, instrument: str) -> StoredSignal | None:
+        if self.uow.known_to_be_empty(("oldest_queued", instrument)):
+            return None
         return self._one(_OLDEST_QUEUED_Q, {"inst": instrument})
 
     def in_flight(self) -> Sequence[StoredSignal]:
@@ -1023,6 +1050,37 @@ _INTENTS_OPEN_FOR_Q = (
 _INTENTS_UNRESOLVED_Q = (
     sa.select(order_intents).where(_one_of(_I.state, _NON_TERMINAL_INTENTS)).order_by(_I.id)
 )
+
+
+def _count_as_id(kind: str, where: Any, table: sa.Table) -> Any:
+    """A near-look-up-shaped row: ``kind`` and a count where the id goes."""
+    return (
+        sa.select(
+            sa.literal(kind).label("kind"),
+            sa.func.count().label("id"),
+            sa.cast(sa.null(), _S.fingerprint.type).label("fingerprint"),
+            sa.cast(sa.null(), _S.signal_ts.type).label("signal_ts"),
+            sa.cast(sa.null(), _S.status.type).label("status"),
+        )
+        .select_from(table)
+        .where(where)
+    )
+
+
+# PostgreSQL, under the portfolio lock: the near look-up plus the instrument's barrier counts.
+_NEAR_AND_BARRIER_Q: Any = sa.union_all(
+    _NEAR_Q.with_only_columns(sa.literal("n").label("kind"), *_NEAR_Q.selected_columns).order_by(
+        None
+    ),
+    _count_as_id(
+        "o",
+        sa.and_(_I.instrument == sa.bindparam("inst"), _one_of(_I.state, _NON_TERMINAL_INTENTS)),
+        order_intents,
+    ),
+    _count_as_id(
+        "q", sa.and_(_S.instrument == sa.bindparam("inst"), _S.status == "queued"), signal_log
+    ),
+).order_by(sa.literal_column("kind"), sa.literal_column("id"))
 
 
 class _IntentRepo:
@@ -1121,6 +1179,8 @@ class _IntentRepo:
         return self._many(_INTENTS_FOR_SIGNAL_Q, {"sid": signal_id})
 
     def open_for(self, instrument: str) -> Sequence[StoredIntent]:
+        if self.uow.known_to_be_empty(("open_for", instrument)):
+            return []
         return self._many(_INTENTS_OPEN_FOR_Q, {"inst": instrument})
 
     def unresolved(self) -> Sequence[StoredIntent]:
