@@ -816,6 +816,9 @@ _SIGNAL_COLUMNS = (
 )
 
 
+# A constant, not a bind parameter: a prepared statement's generic plan can then use the
+# partial index on in-flight signals (status IN ('queued', 'processing')).
+_QUEUED = _S.status == sa.literal_column("'queued'")
 _NEAR_Q = (
     sa.select(_S.id, _S.fingerprint, _S.signal_ts, _S.status)
     .where(
@@ -832,7 +835,7 @@ _SIGNAL_BY_ID_Q = sa.select(*_SIGNAL_COLUMNS).where(_S.id == sa.bindparam("sid")
 _SIGNAL_BY_FP_Q = sa.select(*_SIGNAL_COLUMNS).where(_S.fingerprint == sa.bindparam("fp"))
 _OLDEST_QUEUED_Q = (
     sa.select(*_SIGNAL_COLUMNS)
-    .where(_S.instrument == sa.bindparam("inst"), _S.status == "queued")
+    .where(_S.instrument == sa.bindparam("inst"), _QUEUED)
     .order_by(_S.received_at, _S.id)
     .limit(1)
 )
@@ -1078,7 +1081,7 @@ _NEAR_AND_BARRIER_Q: Any = sa.union_all(
         order_intents,
     ),
     _count_as_id(
-        "q", sa.and_(_S.instrument == sa.bindparam("inst"), _S.status == "queued"), signal_log
+        "q", sa.and_(_S.instrument == sa.bindparam("inst"), _QUEUED), signal_log
     ),
 ).order_by(sa.literal_column("kind"), sa.literal_column("id"))
 
