@@ -270,3 +270,31 @@ def test_near_under_the_lock_counts_the_barrier_so_an_empty_one_costs_nothing_mo
         uow.signals.set_state(claim.id, "queued", claim.epoch)
         queued = uow.signals.oldest_queued("BANK_NIFTY")
         assert queued is not None and queued.id == claim.id
+
+
+def test_a_snapshot_taken_after_waiting_for_the_lock_sees_what_the_holder_committed(
+    factory: SqlUnitOfWorkFactory,
+) -> None:
+    """pm_portfolio_lock() reads the snapshot after the lock is granted, not before the wait."""
+    import threading
+    import time
+
+    holder = factory.begin()
+    holder.__enter__()
+    snap = holder.portfolio.lock()
+    got: list[Any] = []
+
+    def waiter() -> None:
+        with factory.begin() as uow:
+            got.append(uow.portfolio.lock())
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.3)  # the waiter is now queued on the portfolio row
+    assert got == []
+    holder.portfolio.save(ChangeSet(marks={"GOLD_MINI": Mark(79_123.0, 500.0, T0)}), snap.version)
+    holder.commit()
+    thread.join(10)
+    (seen,) = got
+    assert seen.version == snap.version + 1
+    assert seen.marks["GOLD_MINI"].price == 79_123.0

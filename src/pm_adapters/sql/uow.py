@@ -30,6 +30,7 @@ from pm_adapters.memory.uow import (
     finish_state,
 )
 from pm_adapters.sql import driver
+from pm_adapters.sql import functions as _functions  # noqa: F401  (create_all makes the functions)
 from pm_adapters.sql import rows as rowconv
 from pm_adapters.sql.batch import WriteBatch
 from pm_adapters.sql.redact import redact_url
@@ -46,7 +47,7 @@ from pm_adapters.sql.tables import (
     signal_log,
     trading_statistics,
 )
-from pm_adapters.sql.types import UtcDateTime
+from pm_adapters.sql.types import Json, Money, UtcDateTime
 from pm_core.errors import (
     ClaimLost,
     DatabaseUnavailable,
@@ -553,6 +554,26 @@ _SNAPSHOT_PG_Q: Any = sa.union_all(
     ),
 )
 
+_PORTFOLIO_LOCK_Q = sa.text("SELECT * FROM pm_portfolio_lock()").columns(
+    sa.column("kind", sa.String),
+    sa.column("version", sa.BigInteger),
+    sa.column("initial_capital", Money),
+    sa.column("closed_equity", Money),
+    sa.column("equity_high", Money),
+    sa.column("ids", pg_dialect.ARRAY(sa.BigInteger)),
+    sa.column("versions", pg_dialect.ARRAY(sa.BigInteger)),
+    sa.column("p_instrument", sa.String),
+    sa.column("base_position_id", sa.BigInteger),
+    sa.column("last_pyramid_price", Money),
+    sa.column("mark_price", Money),
+    sa.column("mark_atr", Money),
+    sa.column("mark_ts", UtcDateTime),
+    sa.column("b_instrument", sa.String),
+    sa.column("reason", sa.String),
+    sa.column("since", UtcDateTime),
+    sa.column("detail", Json),
+)
+
 
 class _PortfolioRepo:
     def __init__(self, uow: SqlUnitOfWork) -> None:
@@ -568,10 +589,18 @@ class _PortfolioRepo:
     def _snapshot(self, *, lock: bool) -> PortfolioSnapshot:
         uow = self.uow
         locking = lock and not uow.read_only
-        rows = uow.fetch(_LOCK_Q if locking else _STATE_Q)
-        if not rows:
-            raise NotInitialised(_NOT_INIT)
-        row = rows[0]
+        if locking and uow.is_pg:
+            # The lock and the read in one round trip (pm_adapters.sql.functions).
+            rows = uow.fetch(_PORTFOLIO_LOCK_Q)
+            if not rows or rows[0].kind != "s":
+                raise NotInitialised(_NOT_INIT)
+            row, rest = rows[0], rows[1:]
+        else:
+            rows = uow.fetch(_LOCK_Q if locking else _STATE_Q)
+            if not rows:
+                raise NotInitialised(_NOT_INIT)
+            row = rows[0]
+            rest = uow.fetch(_SNAPSHOT_PG_Q if uow.is_pg else _SNAPSHOT_Q)
         if locking:
             uow.locked_version = row.version
         found: list[Position] = []
@@ -579,7 +608,7 @@ class _PortfolioRepo:
         marks: dict[str, Mark] = {}
         blocks: dict[str, Block] = {}
         live_versions: dict[int, int] = {}
-        for r in uow.fetch(_SNAPSHOT_PG_Q if uow.is_pg else _SNAPSHOT_Q):
+        for r in rest:
             if r.kind == "p":
                 if uow.is_pg:
                     live_versions.update(zip(r.ids or (), r.versions or (), strict=True))
@@ -1080,9 +1109,7 @@ _NEAR_AND_BARRIER_Q: Any = sa.union_all(
         sa.and_(_I.instrument == sa.bindparam("inst"), _one_of(_I.state, _NON_TERMINAL_INTENTS)),
         order_intents,
     ),
-    _count_as_id(
-        "q", sa.and_(_S.instrument == sa.bindparam("inst"), _QUEUED), signal_log
-    ),
+    _count_as_id("q", sa.and_(_S.instrument == sa.bindparam("inst"), _QUEUED), signal_log),
 ).order_by(sa.literal_column("kind"), sa.literal_column("id"))
 
 
