@@ -1061,6 +1061,16 @@ _INTENT_CLAIM = (
     .values(state="sending", attempts=_I.attempts + 1, version=_I.version + 1)
     .returning(*order_intents.c)
 )
+_INTENT_CLAIM_FENCED = _INTENT_CLAIM.where(
+    sa.exists(
+        sa.select(signal_log.c.id)
+        .where(
+            signal_log.c.id == sa.bindparam("sid"),
+            signal_log.c.claim_epoch == sa.bindparam("epoch"),
+        )
+        .with_for_update(read=True)
+    )
+)
 # SET columns come from the parameter names.
 _INTENT_TRANSITION = (
     order_intents.update()
@@ -1157,6 +1167,14 @@ class _IntentRepo:
             "owner_instance_id": owner,
             "updated_at": now,
         }
+        if isinstance(fence, SignalFence) and uow.is_pg:
+            # One statement: the claim happens only while the epoch is ours, with the signal
+            # row share-locked (a takeover cannot commit in between). Nothing claimed: find out
+            # whether the epoch moved (ClaimLost) or the intent is no longer pending (None).
+            fenced = {**values, "sid": fence.signal_id, "epoch": fence.claim_epoch}
+            rows = uow.fetch(_INTENT_CLAIM_FENCED, fenced)
+            if rows:
+                return rowconv.stored_intent_from_row(rows[0]._mapping)
         if isinstance(fence, SignalFence):
             q = _SIGNAL_EPOCH_SHARED if uow.is_pg else _SIGNAL_EPOCH
             rows = uow.fetch(q, {"sid": fence.signal_id})
