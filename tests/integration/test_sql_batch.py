@@ -17,8 +17,8 @@ from pm_adapters.sql.retry import create_engine
 from pm_adapters.sql.tables import metadata, portfolio_positions
 from pm_adapters.sql.uow import SqlUnitOfWorkFactory
 from pm_core.config import gold_mini
-from pm_core.errors import ClaimLost, StaleVersionError
-from pm_core.model import ChangeSet, Decision, Mark, PendingExit, Signal
+from pm_core.errors import ClaimLost, DuplicateKey, StaleVersionError
+from pm_core.model import ChangeSet, Decision, Mark, OrderIntent, PendingExit, Signal
 from pm_core.ports import Claimed
 from tests.kit.postgres import PgServer
 from tests.strategies import make_position
@@ -298,3 +298,74 @@ def test_a_snapshot_taken_after_waiting_for_the_lock_sees_what_the_holder_commit
     (seen,) = got
     assert seen.version == snap.version + 1
     assert seen.marks["GOLD_MINI"].price == 79_123.0
+
+
+def _leg(coid: str, position_id: int) -> OrderIntent:
+    return OrderIntent(
+        client_order_id=coid,
+        origin="signal",
+        position_id=position_id,
+        leg="FUT",
+        seq=1,
+        attempt=1,
+        symbol="GOLDM05DEC25FUT",
+        exchange="MCX",
+        action="BUY",
+        product="NRML",
+        pricetype="MARKET",
+        quantity=1,
+        lots=1,
+        ref_price=78_000.5,
+        group_id="g1",
+        instrument="GOLD_MINI",
+    )
+
+
+def test_under_the_lock_new_positions_and_intents_go_out_with_the_commit(
+    factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """T1's reservation: ids drawn ahead, every row in the one statement before COMMIT."""
+    inst = gold_mini()
+    base = make_position(inst, id=-1, lots=2, entry=78_000.0, stop=77_000.0)
+    pyramid = make_position(
+        inst, id=-2, label="Long_2", entry=78_600.0, stop=78_000.0, is_base=False
+    ).replace(anchor_base_id=-1)
+    seen = _statements(factory, monkeypatch)
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+        del seen[:]
+        ids = uow.portfolio.save(ChangeSet(create=(base, pyramid)), snap.version)
+        intent_ids = uow.intents.add([_leg("pm-a-1-FUT-1", -1), _leg("pm-a-2-FUT-1", -2)], None)
+        assert all("nextval" in sql for sql in seen)  # only ids drawn so far
+        del seen[:]
+        uow.commit()
+    assert len(seen) == 1 and seen[0].startswith("WITH w0 AS (UPDATE portfolio_state")
+    with factory.begin(read_only=True) as uow:
+        after = uow.portfolio.read()
+        stored = [uow.intents.get(i) for i in intent_ids]
+    by_label = {p.label: p for p in after.positions}
+    assert {p.id for p in after.positions} == {ids[-1], ids[-2]}
+    assert by_label["Long_2"].anchor_base_id == by_label["Long_1"].id == ids[-1]
+    assert [s.intent.position_id if s else None for s in stored] == [ids[-1], ids[-2]]
+
+
+def test_a_duplicate_client_order_id_under_the_lock_fails_the_commit(
+    factory: SqlUnitOfWorkFactory,
+) -> None:
+    inst = gold_mini()
+    with factory.begin() as uow:
+        snap = uow.portfolio.lock()
+        ids = uow.portfolio.save(
+            ChangeSet(create=(make_position(inst, id=-1, entry=78_000.0, stop=77_000.0),)),
+            snap.version,
+        )
+        uow.intents.add([_leg("pm-dup-1-FUT-1", ids[-1])], None)
+        uow.commit()
+    with factory.begin() as uow, pytest.raises(DuplicateKey):
+        snap = uow.portfolio.lock()
+        uow.portfolio.save(ChangeSet(statistics={"orders_placed": 1}), snap.version)
+        uow.intents.add([_leg("pm-dup-1-FUT-1", ids[-1])], None)
+        uow.commit()
+    with factory.begin(read_only=True) as uow:
+        assert uow.portfolio.read().version == snap.version
+        assert uow.statistics.read()["orders_placed"] == 0.0

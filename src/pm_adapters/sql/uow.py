@@ -187,6 +187,13 @@ _POSITION_INSERT_OPENED_BY = _POSITION_INSERT.values(
 # inline: no implicit RETURNING of the new id (the batch adds its own RETURNING)
 _TRADE_INSERT = position_trades.insert().inline()
 _LEDGER_INSERT = equity_ledger.insert().inline()
+# The same rows with their id given (drawn ahead), for the write batch (no RETURNING).
+_POSITION_ROW = portfolio_positions.insert().inline()
+_POSITION_ROW_OPENED_BY = _POSITION_ROW.values(
+    opened_by_signal_id=sa.select(signal_log.c.id)
+    .where(signal_log.c.fingerprint == sa.bindparam("opened_fp"))
+    .scalar_subquery()
+)
 _PORTFOLIO_BUMP = (
     portfolio_state.update()
     .where(portfolio_state.c.id == 1, portfolio_state.c.version == sa.bindparam("expected"))
@@ -207,6 +214,31 @@ class SqlUnitOfWorkFactory:
         # is known need not be fetched and converted again: the snapshot is still a fresh
         # read, only the conversion of unchanged rows is skipped.
         self.positions_cache = PositionCache()
+        # PostgreSQL: ids drawn ahead from the tables' sequences, so rows inserted under the
+        # portfolio lock can join the unit's write batch (their ids are known before they
+        # are sent). Sequences never hand out a value twice; unused ones are only a gap.
+        self._ids: dict[str, list[int]] = {}
+        self._ids_lock = threading.Lock()
+
+    def next_id(self, uow: SqlUnitOfWork, table: str, block: int = 64) -> int:
+        """A fresh id of ``table`` (PostgreSQL), drawing ``block`` at a time."""
+        with self._ids_lock:
+            free = self._ids.setdefault(table, [])
+            if free:
+                return free.pop()
+        # Straight on the connection: nextval touches none of the unit's queued writes.
+        cursor = driver.run(
+            uow.conn,
+            "SELECT nextval(pg_get_serial_sequence(%(t)s, 'id')) FROM generate_series(1, %(n)s)",
+            {"t": table, "n": block},
+            translate=lambda e: translate(e, self.url),
+        )
+        fresh = [int(r[0]) for r in cursor.fetchall()]
+        fresh.reverse()  # pop() hands them out in ascending order
+        first = fresh.pop()
+        with self._ids_lock:
+            self._ids.setdefault(table, []).extend(fresh)
+        return first
 
     def begin(self, kind: TxKind = "signal", *, read_only: bool = False) -> SqlUnitOfWork:
         """A new unit of work of this kind (the connection is taken on first use)."""
@@ -393,7 +425,12 @@ class SqlUnitOfWork:
         if self._closed:
             raise RuntimeError("this unit of work has ended")
         if self.pending.writes:
-            self.pending.run()  # a failed check raises here; the caller rolls back
+            try:
+                self.pending.run()  # a failed check raises here; the caller rolls back
+            except sa.exc.IntegrityError as exc:
+                if "client_order_id" in str(exc.orig):
+                    raise DuplicateKey(f"client_order_id already stored: {exc.orig}") from exc
+                raise
         try:
             if self._tx is not None:
                 self._tx.commit()
@@ -700,14 +737,19 @@ class _PortfolioRepo:
         for p in sorted(changes.update, key=lambda p: p.id):  # lock order: by id
             self._update_position(p, now, batch)
         forward: list[tuple[int, int]] = []
-        for p in changes.create:
+        if deferred:
+            # Ids first (drawn ahead), so every anchor is known and the rows join the batch.
+            for p in changes.create:
+                id_map[p.id] = uow.factory.next_id(uow, "portfolio_positions")
+                uow.locked_positions[id_map[p.id]] = 1
+            for p in changes.create:
+                self._queue_position(p, id_map[p.id], _real(id_map, p.anchor_base_id), now)
+        for p in changes.create if not deferred else ():
             anchor = _real(id_map, p.anchor_base_id)
             if anchor is not None and anchor < 0:
                 forward.append((p.id, anchor))
                 anchor = None
             id_map[p.id] = self._insert_position(p, anchor, now)
-            if deferred:
-                uow.locked_positions[id_map[p.id]] = 1
         for placeholder, anchor in forward:
             uow.x(
                 portfolio_positions.update()
@@ -774,6 +816,17 @@ class _PortfolioRepo:
             statement = _POSITION_INSERT_OPENED_BY
             values["opened_fp"] = p.opened_by_fingerprint
         return int(self.uow.fetch(statement, values)[0][0])
+
+    def _queue_position(
+        self, p: Position, position_id: int, anchor: int | None, now: dt.datetime
+    ) -> None:
+        values = self._position_values(p, anchor)
+        values.update(id=position_id, version=1, created_at=now, updated_at=now)
+        statement = _POSITION_ROW
+        if p.opened_by_fingerprint is not None:
+            statement = _POSITION_ROW_OPENED_BY
+            values["opened_fp"] = p.opened_by_fingerprint
+        self.uow.pending.add(statement, values, row=("position", position_id))
 
     def _update_position(self, p: Position, now: dt.datetime, batch: WriteBatch) -> None:
         anchor = _real(self.uow.id_map, p.anchor_base_id)
@@ -1055,6 +1108,7 @@ def _one_of(column: Any, values: Sequence[str]) -> Any:
 
 
 _INTENT_INSERT = order_intents.insert().returning(_I.id)
+_INTENT_ROW = order_intents.insert().inline()
 _INTENT_CLAIM = (
     order_intents.update()
     .where(_I.id == sa.bindparam("iid"), _I.state == "pending")
@@ -1142,6 +1196,13 @@ class _IntentRepo:
                     "",
                 )
             values.update(signal_id=signal_id, state="pending", created_at=now, updated_at=now)
+            if intent.instrument and uow.is_pg and uow.locked_version is not None:
+                # Under the portfolio lock: the row joins the write batch, its id drawn ahead
+                # (a duplicate client_order_id then surfaces at commit, as DuplicateKey).
+                values["id"] = uow.factory.next_id(uow, "order_intents")
+                uow.pending.add(_INTENT_ROW, values, row=("intent", values["id"]))
+                ids.append(values["id"])
+                continue
             try:
                 if intent.instrument:
                     new_id = uow.fetch(_INTENT_INSERT, values)[0][0]
