@@ -226,12 +226,10 @@ class SqlUnitOfWorkFactory:
             free = self._ids.setdefault(table, [])
             if free:
                 return free.pop()
-        # Straight on the connection: nextval touches none of the unit's queued writes.
-        cursor = driver.run(
-            uow.conn,
+        # nextval touches none of the unit's queued writes: they need not go first.
+        cursor = uow.raw(
             "SELECT nextval(pg_get_serial_sequence(%(t)s, 'id')) FROM generate_series(1, %(n)s)",
             {"t": table, "n": block},
-            translate=lambda e: translate(e, self.url),
         )
         fresh = [int(r[0]) for r in cursor.fetchall()]
         fresh.reverse()  # pop() hands them out in ascending order
@@ -352,12 +350,17 @@ class SqlUnitOfWork:
     def conn(self) -> sa.Connection:
         return self._start()
 
-    def x(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
-        """Execute with driver errors translated to PmError leaves."""
+    def _before_statement(self) -> sa.Connection:
+        """Ready to send a statement: probes void, queued writes sent first (in order)."""
         self.known_empty.clear()
         conn = self._start()
         if self.pending.writes:
             self.pending.run()  # reads see this unit's writes; writes keep their order
+        return conn
+
+    def x(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+        """Execute with driver errors translated to PmError leaves."""
+        conn = self._before_statement()
         try:
             return conn.execute(statement, params)
         except sa.exc.DBAPIError as exc:
@@ -370,9 +373,11 @@ class SqlUnitOfWork:
 
     def driver(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         """Run driver SQL on this unit's connection (PostgreSQL); the psycopg cursor."""
-        self.known_empty.clear()
-        if self.pending.writes:
-            self.pending.run()
+        self._before_statement()
+        return self.raw(sql, params)
+
+    def raw(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """``driver`` without sending queued writes first (for statements that touch none)."""
         return driver.run(
             self._start(), sql, params, translate=lambda e: translate(e, self.factory.url)
         )
