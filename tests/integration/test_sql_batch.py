@@ -275,7 +275,7 @@ def test_near_under_the_lock_counts_the_barrier_so_an_empty_one_costs_nothing_mo
 def test_a_snapshot_taken_after_waiting_for_the_lock_sees_what_the_holder_committed(
     factory: SqlUnitOfWorkFactory,
 ) -> None:
-    """pm_portfolio_lock() reads the snapshot after the lock is granted, not before the wait."""
+    """pm_portfolio_snapshot(true) reads after the lock is granted, not before the wait."""
     import threading
     import time
 

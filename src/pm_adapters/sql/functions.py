@@ -1,13 +1,14 @@
 """Server-side functions (PostgreSQL only), created by migration 0002 and by create_all.
 
-``pm_portfolio_lock()`` takes the portfolio row lock and reads the rest of the snapshot in one
-round trip. Its second query runs after the lock is granted and, in READ COMMITTED, with a
-fresh snapshot (each statement of a VOLATILE function takes its own), so it sees everything
-committed before the lock was ours: the same guarantee as two statements from the client,
-one round trip fewer while every other T1 and T2 waits for that lock. (One statement doing
-both would not do: its snapshot would predate the lock wait.)
+``pm_portfolio_snapshot(take_lock)`` reads the portfolio snapshot in one round trip, first
+taking the portfolio row lock if asked. The reads run after the lock is granted and, in READ
+COMMITTED, each with a fresh snapshot (each statement of a VOLATILE function takes its own),
+so they see everything committed before the lock was ours: the same guarantee as separate
+statements from the client, with fewer round trips while every other T1 and T2 waits for that
+lock. (One statement doing both would not do: its snapshot would predate the lock wait.)
+In a REPEATABLE READ unit (``read()``) they all read the transaction's snapshot.
 
-Rows: one ``s`` row (the locked state), one ``p`` row (live position ids and versions as
+Rows: one ``s`` row (the state), one ``p`` row (live position ids and versions as
 arrays, in id order), then an ``i`` row per instrument with pyramiding state or a block.
 """
 
@@ -21,8 +22,8 @@ from pm_adapters.sql.tables import LIVE_POSITION_STATUSES, metadata
 
 _LIVE = ", ".join(f"'{status}'" for status in LIVE_POSITION_STATUSES)
 
-PORTFOLIO_LOCK = """
-CREATE OR REPLACE FUNCTION pm_portfolio_lock()
+PORTFOLIO_SNAPSHOT = """
+CREATE OR REPLACE FUNCTION pm_portfolio_snapshot(take_lock boolean)
 RETURNS TABLE (
     kind text,
     version bigint,
@@ -44,12 +45,16 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql VOLATILE AS $pm$
 BEGIN
+    IF take_lock THEN
+        PERFORM 1 FROM portfolio_state WHERE id = 1 FOR UPDATE;
+    END IF;
+    -- From here on each query has a snapshot taken after the lock was granted.
     RETURN QUERY
     SELECT 's'::text, s.version, s.initial_capital, s.closed_equity, s.equity_high,
            NULL::bigint[], NULL::bigint[], NULL::text, NULL::bigint, NULL::numeric,
            NULL::numeric, NULL::numeric, NULL::timestamptz, NULL::text, NULL::text,
            NULL::timestamptz, NULL::jsonb
-    FROM portfolio_state AS s WHERE s.id = 1 FOR UPDATE;
+    FROM portfolio_state AS s WHERE s.id = 1;
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -75,7 +80,7 @@ $pm$
 def install(connection: Any) -> None:
     """Create or replace the functions on a PostgreSQL connection (no-op elsewhere)."""
     if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(PORTFOLIO_LOCK)
+        connection.exec_driver_sql(PORTFOLIO_SNAPSHOT)
 
 
 @sa.event.listens_for(metadata, "after_create")

@@ -573,48 +573,35 @@ _SNAPSHOT_Q = sa.union_all(
         )
     ),
 )
-# PostgreSQL: the live positions as two arrays in one row, not a row each (a portfolio holds
-# hundreds; converting a row per position every snapshot cost more than the query).
-_LIVE_ARRAYS = (
-    sa.func.array_agg(pg_dialect.aggregate_order_by(_P.id, _P.id)).label("ids"),
-    sa.func.array_agg(pg_dialect.aggregate_order_by(_P.version, _P.id)).label("versions"),
-)
-_SNAPSHOT_PG_Q: Any = sa.union_all(
-    sa.select(sa.literal("p").label("kind"), *_LIVE_ARRAYS, *_nulls(_PER_INSTRUMENT_COLUMNS)).where(
-        _P.status.in_(_LIVE)
-    ),
-    sa.select(
-        sa.literal("i").label("kind"),
-        *[sa.cast(sa.null(), c.type).label(c.name) for c in _LIVE_ARRAYS],
-        *_PER_INSTRUMENT_COLUMNS,
-    ).select_from(
-        pyramiding_state.join(
-            instrument_blocks,
-            pyramiding_state.c.instrument == instrument_blocks.c.instrument,
-            full=True,
-        )
-    ),
-)
 
-_PORTFOLIO_LOCK_Q = sa.text("SELECT * FROM pm_portfolio_lock()").columns(
-    sa.column("kind", sa.String),
-    sa.column("version", sa.BigInteger),
-    sa.column("initial_capital", Money),
-    sa.column("closed_equity", Money),
-    sa.column("equity_high", Money),
-    sa.column("ids", pg_dialect.ARRAY(sa.BigInteger)),
-    sa.column("versions", pg_dialect.ARRAY(sa.BigInteger)),
-    sa.column("p_instrument", sa.String),
-    sa.column("base_position_id", sa.BigInteger),
-    sa.column("last_pyramid_price", Money),
-    sa.column("mark_price", Money),
-    sa.column("mark_atr", Money),
-    sa.column("mark_ts", UtcDateTime),
-    sa.column("b_instrument", sa.String),
-    sa.column("reason", sa.String),
-    sa.column("since", UtcDateTime),
-    sa.column("detail", Json),
-)
+
+def _pg_snapshot(take_lock: bool) -> Any:
+    """``pm_portfolio_snapshot()`` (pm_adapters.sql.functions) with its rows' column types."""
+    return sa.text(
+        f"SELECT * FROM pm_portfolio_snapshot({'true' if take_lock else 'false'})"
+    ).columns(
+        sa.column("kind", sa.String),
+        sa.column("version", sa.BigInteger),
+        sa.column("initial_capital", Money),
+        sa.column("closed_equity", Money),
+        sa.column("equity_high", Money),
+        sa.column("ids", pg_dialect.ARRAY(sa.BigInteger)),
+        sa.column("versions", pg_dialect.ARRAY(sa.BigInteger)),
+        sa.column("p_instrument", sa.String),
+        sa.column("base_position_id", sa.BigInteger),
+        sa.column("last_pyramid_price", Money),
+        sa.column("mark_price", Money),
+        sa.column("mark_atr", Money),
+        sa.column("mark_ts", UtcDateTime),
+        sa.column("b_instrument", sa.String),
+        sa.column("reason", sa.String),
+        sa.column("since", UtcDateTime),
+        sa.column("detail", Json),
+    )
+
+
+_PG_LOCK_Q = _pg_snapshot(True)
+_PG_READ_Q = _pg_snapshot(False)
 
 
 class _PortfolioRepo:
@@ -631,9 +618,9 @@ class _PortfolioRepo:
     def _snapshot(self, *, lock: bool) -> PortfolioSnapshot:
         uow = self.uow
         locking = lock and not uow.read_only
-        if locking and uow.is_pg:
-            # The lock and the read in one round trip (pm_adapters.sql.functions).
-            rows = uow.fetch(_PORTFOLIO_LOCK_Q)
+        if uow.is_pg:
+            # The state row (locked or not) and the rest in one round trip (functions.py).
+            rows = uow.fetch(_PG_LOCK_Q if locking else _PG_READ_Q)
             if not rows or rows[0].kind != "s":
                 raise NotInitialised(_NOT_INIT)
             row, rest = rows[0], rows[1:]
@@ -642,7 +629,7 @@ class _PortfolioRepo:
             if not rows:
                 raise NotInitialised(_NOT_INIT)
             row = rows[0]
-            rest = uow.fetch(_SNAPSHOT_PG_Q if uow.is_pg else _SNAPSHOT_Q)
+            rest = uow.fetch(_SNAPSHOT_Q)
         if locking:
             uow.locked_version = row.version
         found: list[Position] = []
