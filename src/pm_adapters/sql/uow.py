@@ -728,7 +728,6 @@ class _PortfolioRepo:
         uow.wrote_positions = uow.wrote_positions or bool(changes.update or changes.create)
         for p in sorted(changes.update, key=lambda p: p.id):  # lock order: by id
             self._update_position(p, now, batch)
-        forward: list[tuple[int, int]] = []
         if deferred:
             # Ids first (drawn ahead), so every anchor is known and the rows join the batch.
             for p in changes.create:
@@ -736,18 +735,8 @@ class _PortfolioRepo:
                 uow.locked_positions[id_map[p.id]] = 1
             for p in changes.create:
                 self._queue_position(p, id_map[p.id], _real(id_map, p.anchor_base_id), now)
-        for p in changes.create if not deferred else ():
-            anchor = _real(id_map, p.anchor_base_id)
-            if anchor is not None and anchor < 0:
-                forward.append((p.id, anchor))
-                anchor = None
-            id_map[p.id] = self._insert_position(p, anchor, now)
-        for placeholder, anchor in forward:
-            uow.x(
-                portfolio_positions.update()
-                .where(_P.id == id_map[placeholder])
-                .values(anchor_base_id=_real(id_map, anchor))
-            )
+        else:
+            self._insert_positions(changes.create, now)
         written = uow.written_positions
         for p in changes.update:
             written[p.id] = p.replace(
@@ -808,6 +797,23 @@ class _PortfolioRepo:
             statement = _POSITION_INSERT_OPENED_BY
             values["opened_fp"] = p.opened_by_fingerprint
         return int(self.uow.fetch(statement, values)[0][0])
+
+    def _insert_positions(self, create: Sequence[Position], now: dt.datetime) -> None:
+        """Insert new positions one by one (ids from the database); anchors on later ones."""
+        id_map = self.uow.id_map
+        forward: list[tuple[int, int]] = []
+        for p in create:
+            anchor = _real(id_map, p.anchor_base_id)
+            if anchor is not None and anchor < 0:
+                forward.append((p.id, anchor))
+                anchor = None
+            id_map[p.id] = self._insert_position(p, anchor, now)
+        for placeholder, anchor in forward:
+            self.uow.x(
+                portfolio_positions.update()
+                .where(_P.id == id_map[placeholder])
+                .values(anchor_base_id=_real(id_map, anchor))
+            )
 
     def _queue_position(
         self, p: Position, position_id: int, anchor: int | None, now: dt.datetime
