@@ -42,7 +42,6 @@ NO_EFFECT_YET = frozenset(
     {
         "ready_db_timeout_ms",
         "cache_notice_max_age_ms",
-        "signal_order_style",
         "openalgo_book_poll_ms",
         "recovery_broker_budget_s",
         "rollover_interval_s",
@@ -151,7 +150,11 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
                 "Budget for the quotes and funds a decision may use, read before T1; what "
                 "is missing takes its fallback.",
             ),
-            ("signal_order_style", "`market` or `ladder` orders for signal legs."),
+            (
+                "signal_order_style",
+                "`market` orders for signal legs, or a `ladder` of LIMIT orders (domain 9.7; "
+                "steps, wait and MARKET fallback from the `rollover_*` settings).",
+            ),
             ("signal_lock_ttl_ms", "Time to live of the L2 Redis lock on a fingerprint."),
             (
                 "lock_wait_ms",
@@ -508,7 +511,7 @@ PORTFOLIO_MEANINGS: dict[str, str] = {
     "duplicate; 0 disables.",
     "reconciliation_fail_closed": "Block entries on instruments whose broker book differs.",
     "enable_auto_rollover": "Scheduled rolls (manual rolls ignore it).",
-    "rollover_initial_buffer_pct": "First limit price of the roll ladder, % beyond LTP.",
+    "rollover_initial_buffer_pct": "First limit price of a ladder, % beyond LTP.",
     "rollover_increment_pct": "Added per ladder step, %.",
     "rollover_max_retries": "Ladder modifications before cancel (and market fallback).",
     "rollover_retry_interval_s": "Wait between ladder steps.",
@@ -553,13 +556,18 @@ INSTRUMENT_MEANINGS: dict[str, str] = {
 
 # Domain keys that the running service does not act on yet (each is in Known gaps).
 _ROLL_NOTE = " Rolls are planned (`pm rollover`), not executed yet."
+_LADDER_NOTE = (
+    " Used by signal legs under `PM_SIGNAL_ORDER_STYLE=ladder`; rolls are planned"
+    " (`pm rollover`), not executed yet."
+)
 DOMAIN_NOTES: dict[str, str] = {
     "enable_peel_off_orders": " **No effect yet**: no peel-off order is ever sent.",
     "enable_auto_rollover": _ROLL_NOTE,
-    "rollover_increment_pct": _ROLL_NOTE,
-    "rollover_max_retries": _ROLL_NOTE,
-    "rollover_retry_interval_s": _ROLL_NOTE,
-    "rollover_market_fallback": _ROLL_NOTE,
+    "rollover_initial_buffer_pct": _LADDER_NOTE,
+    "rollover_increment_pct": _LADDER_NOTE,
+    "rollover_max_retries": _LADDER_NOTE,
+    "rollover_retry_interval_s": _LADDER_NOTE,
+    "rollover_market_fallback": _LADDER_NOTE,
 }
 
 

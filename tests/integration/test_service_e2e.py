@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from tests.kit.redis_server import RedisServer
 from tests.kit.serve import (
     ADMIN_TOKEN,
+    GOLD_SYMBOL,
     SCENARIO_NET_PNL,
     SCENARIO_QUOTES,
     SIM_API_KEY,
@@ -26,6 +27,8 @@ from tests.kit.serve import (
     Sim,
     bn_trade,
     check_decided,
+    db_rows,
+    gold_payload,
     gold_trade,
     pm_cli,
     prepare_postgres,
@@ -196,3 +199,61 @@ def test_memory_instance_full_trades(tmp_path: Path) -> None:
         check_status_flat(pm.status())
         assert pm.terminate() == 0
     assert not (tmp_path / "pm.sqlite3").exists()
+
+
+def test_ladder_partial_fill_then_market_over_the_simulator(
+    pg_url: str, sim: Sim, tmp_path: Path
+) -> None:
+    """PM_SIGNAL_ORDER_STYLE=ladder against OpenAlgo: a LIMIT order that fills in part and
+    never again, five modifications, the cancel, then MARKET for the rest; the leg's fill is
+    both orders at their weighted average."""
+    prepare_postgres(pg_url, CAPITAL)
+    config = tmp_path / "pm.toml"
+    config.write_text("[portfolio]\nrollover_retry_interval_s = 0.05\n")
+    gold = {"exchange": "MCX", "symbol": GOLD_SYMBOL, "ltp": 78500, "bid": 78000, "ask": 79000}
+    sim.control("quotes", {"quotes": [gold]})
+    # The first gold order fills one lot in three at 78690 and rests; the ask (79000) stays
+    # above every ladder step, so nothing more fills until the MARKET order.
+    partial = {"partial": {"fraction": 0.34, "price": 78690}}
+    sim.rules(
+        [{"match": {"endpoint": "placeorder", "symbol": GOLD_SYMBOL, "nth": 1}, "effect": partial}]
+    )
+    env = {
+        "PM_DATABASE_URL": pg_url,
+        "PM_SIGNAL_ORDER_STYLE": "ladder",
+        "PM_CONFIG": str(config),
+        **sim.env(),
+    }
+    with serving(env, workdir=tmp_path, name="ladder") as pm:
+        pm.wait_ready()
+        response = pm.post(gold_payload("BASE_ENTRY"))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "executed", body
+        (position,) = pm.positions()["positions"]
+        assert pm.terminate() == 0
+
+    # Only this signal traded: every order call in the log is the gold leg's.
+    endpoints = [c["endpoint"] for c in sim.state()["calls"]]
+    order_calls = [e for e in endpoints if e in ("placeorder", "modifyorder", "cancelorder")]
+    assert order_calls == ["placeorder"] + ["modifyorder"] * 5 + ["cancelorder", "placeorder"]
+    orders = {o["orderid"]: o for o in sim.state()["orders"]}
+    limit, market = (orders[c["response_orderid"]] for c in sim.placed())
+    assert (limit["pricetype"], limit["status"]) == ("LIMIT", "cancelled")
+    assert float(limit["price"]) == 78893.0  # P_5 = ceil(78500 × 1.005)
+    assert (market["pricetype"], market["status"]) == ("MARKET", "complete")
+    lots = position["lots"]
+    assert lots == 3
+    assert int(market["quantity"]) == lots - 1  # one lot filled on the ladder
+    # The answer lists both broker orders as they are; the position holds the leg's total.
+    ladder, rest = body["orders"]
+    assert (ladder["quantity"], ladder["state"], ladder["average_price"]) == (
+        lots,
+        "cancelled",
+        78690,
+    )
+    assert (rest["quantity"], rest["state"], rest["average_price"]) == (lots - 1, "filled", 79000)
+    (stored,) = db_rows(pg_url, "SELECT lots, entry_fill_price FROM portfolio_positions")
+    expected = (78690 + 79000 * (lots - 1)) / lots
+    assert stored.lots == lots
+    assert float(stored.entry_fill_price) == pytest.approx(expected, rel=1e-12)

@@ -4,20 +4,26 @@ Each leg: a rate token, a committed claim (pending -> sending) under the fence, 
 call, then state transitions and fills. Unknown sends are resolved from the books and never
 re-sent. Legs of one position run in order (hedge first); a failed leg of an entry unwinds
 the filled ones, a failed exit leg is retried with a new attempt.
+
+A LIMIT intent (``PM_SIGNAL_ORDER_STYLE=ladder``) is sent as the limit ladder of domain 9.7:
+P_0 from a fresh quote, a poll after the placement and after every modification, then cancel
+and, with ``rollover_market_fallback``, a MARKET order for what remains (a new attempt).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 
+from pm_core.config import DomainConfig
 from pm_core.errors import RateBudgetExceeded
-from pm_core.model import Fill, OrderIntent
+from pm_core.model import Fill, OrderIntent, Quote
 from pm_core.orders import client_order_id, match_unknown
 from pm_core.ports import (
     TERMINAL_INTENT_STATES,
@@ -29,9 +35,11 @@ from pm_core.ports import (
     OrderRequest,
     Ports,
     StoredIntent,
+    SubmitResult,
     TradeRow,
     UnitOfWork,
 )
+from pm_core.rollover import LadderPlan, ladder_plan, positive_ltp
 from pm_core.service.api import NullObserver, Observer
 from pm_core.service.limits import ServiceLimits
 from pm_core.service.mode import BrokerModeGuard, mismatch_message, parse_mismatch
@@ -97,9 +105,11 @@ class Executor:
         limits: ServiceLimits,
         observer: Observer | None = None,
         mode_guard: BrokerModeGuard | None = None,
+        config: DomainConfig | None = None,
     ) -> None:
         self.ports = ports
         self.limits = limits
+        self.config = config  # tick sizes and the ladder settings (LIMIT intents)
         self.mode_guard = mode_guard
         self.observer = observer or NullObserver()
         self.policy = RetryPolicy(
@@ -235,10 +245,20 @@ class Executor:
         return total
 
     def _merge(self, first: StoredIntent, later: StoredIntent) -> StoredIntent:
-        """A retried leg's total: quantities add up, the later attempt's price wins."""
+        """A retried leg's total: quantities add up, the price is their weighted average."""
         quantity = first.filled_quantity + later.filled_quantity
+        average = later.average_price
+        if first.filled_quantity and first.average_price is not None:
+            if not later.filled_quantity or later.average_price is None:
+                average = first.average_price
+            else:
+                average = (
+                    first.average_price * first.filled_quantity
+                    + later.average_price * later.filled_quantity
+                ) / quantity
         return attrs.evolve(
             later,
+            average_price=average,
             intent=attrs.evolve(
                 later.intent,
                 client_order_id=first.intent.client_order_id,
@@ -263,7 +283,10 @@ class Executor:
             if excess <= 0:
                 continue
             action = "SELL" if stored.intent.action == "BUY" else "BUY"
-            follow = self._follow_up(stored, stored.intent.attempt + 1, excess, action, "unwind")
+            # An unwind removes unhedged risk: MARKET whatever the signal order style.
+            follow = self._follow_up(
+                stored, stored.intent.attempt + 1, excess, action, "unwind", "MARKET"
+            )
             result = self.execute(fence, follow)
             if self._filled_lots(result) < excess:
                 complete = False
@@ -274,8 +297,15 @@ class Executor:
         return complete
 
     def _follow_up(
-        self, stored: StoredIntent, attempt: int, lots: int, action: str, origin: str
+        self,
+        stored: StoredIntent,
+        attempt: int,
+        lots: int,
+        action: str,
+        origin: str,
+        pricetype: Literal["MARKET", "LIMIT"] | None = None,
     ) -> StoredIntent:
+        """A new attempt for ``lots`` of a leg; the price type is the leg's unless given."""
         intent = stored.intent
         per_lot = intent.quantity // intent.lots if intent.lots else 1
         label_no, leg = _label_and_leg(intent.client_order_id)
@@ -287,6 +317,7 @@ class Executor:
             quantity=lots * per_lot,
             action=action,  # type: ignore[arg-type]
             origin=origin,  # type: ignore[arg-type]
+            pricetype=pricetype or intent.pricetype,
         )
         signal_id = stored.signal_id
         (new_id,) = self._tx(lambda u: u.intents.add([new], signal_id))
@@ -308,11 +339,25 @@ class Executor:
             return self.await_fill(stored)
         if stored.state != "pending":
             return stored
-        clock = self.ports.clock
         if self.mode_guard is not None:
             mismatch = self.mode_guard.mismatch()
             if mismatch is not None:
                 return self._move(stored, "failed", {"last_error": mismatch_message(*mismatch)})
+        if stored.intent.pricetype == "LIMIT" and stored.intent.limit_price is None:
+            return self._ladder(fence, stored)
+        return self._send(fence, stored, _order_request(stored.intent), None, self.await_fill)
+
+    def _send(
+        self,
+        fence: Fence,
+        stored: StoredIntent,
+        request: OrderRequest,
+        limit: Decimal | None,
+        follow: Callable[[StoredIntent], StoredIntent],
+    ) -> StoredIntent:
+        """Token, claim and place ``request``; an accepted order not filled at once is left to
+        ``follow``. ``limit`` is the fill price when the broker reports none (a LIMIT order)."""
+        clock = self.ports.clock
         first_claim: float | None = None
         while True:
             try:
@@ -326,7 +371,7 @@ class Executor:
             self.observer.intent_state("sending", 1)
             claimed_at = clock.monotonic()
             first_claim = first_claim if first_claim is not None else claimed_at
-            result = self.ports.broker.place(_order_request(claimed.intent))
+            result = self.ports.broker.place(request)
             if isinstance(result, Accepted):
                 if self.mode_guard is not None:
                     self.mode_guard.observed(result.mode)
@@ -342,11 +387,12 @@ class Executor:
                     result.order_id, claimed.intent.client_order_id
                 )
                 if isinstance(status, Ok) and status.value.status.upper() == "COMPLETE":
-                    average = status.value.average_price or self._trade_fill(result.order_id)[1]
+                    average = (
+                        status.value.average_price or self._trade_fill(result.order_id)[1] or limit
+                    )
                     bound.update(filled_quantity=claimed.intent.quantity, average_price=average)
                     return self._move(claimed, "filled", bound)
-                accepted = self._move(claimed, "accepted", bound)
-                return self.await_fill(accepted)
+                return follow(self._move(claimed, "accepted", bound))
             if isinstance(result, Definitive):
                 in_time = (clock.monotonic() - first_claim) * 1000 < self.limits.send_deadline_ms
                 if result.resend_allowed and in_time:
@@ -364,6 +410,118 @@ class Executor:
                 return self._move(claimed, terminal, {"last_error": detail})
             unknown = self._move(claimed, "unknown", {"last_error": result.message})
             return self.resolve_unknown(unknown)
+
+    # ------------------------------------------------------------------ limit ladder
+
+    def _ladder(self, fence: Fence, stored: StoredIntent) -> StoredIntent:
+        """One leg as the limit ladder of domain 9.7, prices from the original LTP."""
+        intent = stored.intent
+        ltp = positive_ltp(self._quote(intent))
+        if ltp is None or self.config is None:
+            return self._move(
+                stored,
+                "failed",
+                {
+                    "last_error": f"{intent.symbol} {intent.action} {intent.quantity} "
+                    "quote_unavailable: no positive last price for the limit ladder"
+                },
+            )
+        tick = self.config.instrument(intent.instrument).tick_size
+        plan = ladder_plan(intent.action, ltp, tick, self.config.portfolio)
+        request = attrs.evolve(_order_request(intent), pricetype="LIMIT", price=plan.prices[0])
+        return self._send(
+            fence,
+            stored,
+            request,
+            plan.prices[0],
+            lambda accepted: self._climb(fence, accepted, plan, request),
+        )
+
+    def _climb(
+        self, fence: Fence, stored: StoredIntent, plan: LadderPlan, request: OrderRequest
+    ) -> StoredIntent:
+        """Poll after P_0 and after every modification to P_k; then cancel (domain 9.7 3-5)."""
+        clock = self.ports.clock
+        broker = self.ports.broker
+        intent = stored.intent
+        order_id = stored.broker_order_id or ""
+        tag = intent.client_order_id
+        price = plan.prices[0]  # the limit the order rests at now
+        k = 0
+        while True:
+            clock.sleep(plan.poll_interval_s)
+            status = broker.order_status(order_id, tag)
+            if isinstance(status, Ok):
+                state = status.value.status.upper()
+                if state == "COMPLETE":
+                    average = status.value.average_price or self._trade_fill(order_id)[1] or price
+                    return self._finish(stored, "filled", intent.quantity, average)
+                if state in ("REJECTED", "CANCELLED"):
+                    filled, traded = self._trade_fill(order_id)
+                    if not filled:
+                        return self._finish(
+                            stored, "rejected", 0, None, f"leg_failed ({status.value.status})"
+                        )
+                    return self._remainder(fence, stored, plan, filled, traded or price)
+            if k + 1 >= len(plan.prices):
+                break
+            k += 1
+            quote = self._quote(intent)
+            bid, ask = _book_side(quote)
+            target = plan.price_at(k, bid, ask)
+            modified = attrs.evolve(request, price=target)
+            if self._order_call(functools.partial(broker.modify, order_id, modified)):
+                price = target
+        # After the last poll: cancel, then re-read, since a fill may have raced the cancel.
+        self._order_call(functools.partial(broker.cancel, order_id, tag))
+        again = broker.order_status(order_id, tag)
+        if isinstance(again, Ok) and again.value.status.upper() == "COMPLETE":
+            average = again.value.average_price or self._trade_fill(order_id)[1] or price
+            return self._finish(stored, "filled", intent.quantity, average)
+        filled, traded = self._trade_fill(order_id)
+        if filled >= intent.quantity:
+            return self._finish(stored, "filled", intent.quantity, traded or price)
+        return self._remainder(fence, stored, plan, filled, (traded or price) if filled else None)
+
+    def _remainder(
+        self,
+        fence: Fence,
+        stored: StoredIntent,
+        plan: LadderPlan,
+        filled: int,
+        average: Decimal | None,
+    ) -> StoredIntent:
+        """The ladder ended short: MARKET for the rest (rollover_market_fallback), else
+        ``leg_timeout``; what filled stays counted either way."""
+        intent = stored.intent
+        if not plan.market_fallback:
+            state: IntentState = "cancelled" if filled else "failed"
+            return self._finish(stored, state, filled, average, "leg_timeout")
+        ended = self._finish(
+            stored, "cancelled", filled, average, "ladder ended; MARKET for the rest"
+        )
+        left = intent.lots - self._filled_lots(ended)
+        if left <= 0:
+            return ended
+        market = self._follow_up(
+            ended, intent.attempt + 1, left, intent.action, intent.origin, "MARKET"
+        )
+        return self._merge(ended, self.execute(fence, market))
+
+    def _quote(self, intent: OrderIntent) -> Quote | None:
+        quote = self.ports.broker.quote(intent.symbol, intent.exchange)
+        return quote.value if isinstance(quote, Ok) else None
+
+    def _order_call(self, call: Callable[[], SubmitResult]) -> bool:
+        """A modify or cancel under an order token; False when it was not (known to be) done.
+
+        Neither is ever fatal here: the next status read says what the order is.
+        """
+        try:
+            self.ports.rate.take("order")
+        except RateBudgetExceeded:
+            return False
+        return isinstance(call(), Accepted)
 
     def _claim(self, intent_id: int, fence: Fence) -> StoredIntent | None:
         me = self.limits.instance_id
@@ -530,6 +688,13 @@ def _order_request(intent: OrderIntent) -> OrderRequest:
         price=price,
         tag=intent.client_order_id,
     )
+
+
+def _book_side(quote: Quote | None) -> tuple[Decimal | None, Decimal | None]:
+    """Fresh bid and ask for a ladder modification; each defaults to the last price."""
+    if quote is None:
+        return None, None
+    return quote.bid or quote.ltp, quote.ask or quote.ltp
 
 
 def _label_and_leg(client_id: str) -> tuple[int, str]:

@@ -24,6 +24,7 @@ from pm_core.model import (
     Code,
     Decision,
     MarketContext,
+    OrderIntent,
     ReceivedSignal,
     RecordedSignals,
     Signal,
@@ -100,7 +101,7 @@ class SignalService:
             if limits.expected_broker_mode
             else None
         )
-        self.executor = Executor(ports, limits, self.observer, self.mode_guard)
+        self.executor = Executor(ports, limits, self.observer, self.mode_guard, config)
         self.l1 = L1Cache(limits.l1_size)
         self.request_policy = RetryPolicy(
             limits.tx_attempts,
@@ -520,7 +521,7 @@ class SignalService:
                 u.signals.finish(signal_id, decision, epoch, 200, body)
                 return Answer(SignalResult(200, body), signal_id, True)
             ids = u.portfolio.save(decision.changes, snapshot.version)
-            intents = remap_intents(decision.intents, ids)
+            intents = self._order_style(remap_intents(decision.intents, ids))
             intent_ids = u.intents.add(intents, signal_id)
             stored = tuple(
                 StoredIntent(id=i, intent=intent, state="pending", signal_id=signal_id)
@@ -536,6 +537,16 @@ class SignalService:
         if isinstance(result, Reservation):
             self.l1.note_signal_id(fp, result.signal_id)  # committed: 202s may name it
         return result
+
+    def _order_style(self, intents: tuple[OrderIntent, ...]) -> tuple[OrderIntent, ...]:
+        """Signal legs as LIMIT intents under ``PM_SIGNAL_ORDER_STYLE=ladder``: the executor
+        prices them from a fresh quote when it sends them (domain 9.7)."""
+        if self.limits.signal_order_style != "ladder":
+            return intents
+        return tuple(
+            i.replace(pricetype="LIMIT") if i.origin == "signal" and i.pricetype == "MARKET" else i
+            for i in intents
+        )
 
     def _answer_l3(
         self, claim: Existing, request_id: str, fp: str, u: UnitOfWork, signal: Signal
