@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -266,3 +268,54 @@ def test_dead_pooled_connection_costs_no_signal(pg_server: PgServer, ping_idle_s
             assert [type(e) for e in retried] == [DatabaseUnavailable]
     finally:
         factory.close()
+
+
+def _server_pids(server: PgServer) -> list[int]:
+    """The postmaster and every backend of ``server``."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(
+        ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    return [postmaster, *map(int, children)]
+
+
+def test_ready_answers_in_its_database_budget_while_postgres_hangs(pg_server: PgServer) -> None:
+    """A database that stops answering (not refusing) makes /ready 503 within
+    PM_READY_DB_TIMEOUT_MS instead of hanging with it (service.md 10)."""
+    import threading
+
+    from pm_adapters.bootstrap import build, load_settings
+    from tests.kit.serve import prepare_postgres
+
+    url = pg_server.create_database("ready")
+    prepare_postgres(url)
+    app = build(load_settings({"PM_DATABASE_URL": url, "PM_READY_DB_TIMEOUT_MS": "300"}))
+    app.start()
+    stopped: list[int] = []
+    try:
+        ok, body = app.ready()
+        assert ok, body
+        stopped = _server_pids(pg_server)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)  # connections stay open, nothing answers
+        answers: list[tuple[bool, Mapping[str, Any]]] = []
+        asking = threading.Thread(target=lambda: answers.append(app.ready()), daemon=True)
+        asking.start()
+        asking.join(timeout=20)  # far beyond the budget: it hangs for ever without one
+        assert answers, "/ready hung with the database"
+        ok, body = answers[0]
+        assert not ok
+        assert body["reasons"] == ["database_unavailable"]
+        assert body["checks"]["database"]["status"] == "down"
+        assert "PM_READY_DB_TIMEOUT_MS=300" in body["checks"]["database"]["error"]
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=20)
+        ok = False
+        while not ok and dt.datetime.now(dt.UTC) < deadline:
+            ok, _ = app.ready()
+        assert ok  # the hung probe finished; the next one answers
+    finally:
+        app.close()

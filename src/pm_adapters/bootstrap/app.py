@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, cast
 
 from pm_adapters.bootstrap.settings import Settings
@@ -84,6 +85,10 @@ class App:
         self.scheduler: LeaderScheduler | None = None
         self.recovery: RecoveryReport | None = None
         self._closed = False
+        # /ready's database probe runs here, so a database that hangs costs /ready no more
+        # than PM_READY_DB_TIMEOUT_MS; a probe still hanging is waited on, not repeated.
+        self._probe: Future[dict[str, Any]] | None = None
+        self._probe_lock = threading.Lock()
 
     # ------------------------------------------------------------------ HostedApp
 
@@ -141,17 +146,36 @@ class App:
         }
 
     def _database_check(self) -> dict[str, Any]:
+        """The database must answer within PM_READY_DB_TIMEOUT_MS (service.md 10)."""
+        timeout_ms = self.settings.ready_db_timeout_ms
+        with self._probe_lock:
+            probe = self._probe
+            if probe is None or probe.done():
+                probe = self._probe = Future()
+                threading.Thread(
+                    target=self._probe_database, args=(probe,), name="pm-ready", daemon=True
+                ).start()
+        try:
+            return probe.result(timeout_ms / 1000)
+        except FutureTimeout:
+            return {
+                "status": "down",
+                "dialect": self.dialect,
+                "error": f"no answer within PM_READY_DB_TIMEOUT_MS={timeout_ms}",
+            }
+
+    def _probe_database(self, probe: Future[dict[str, Any]]) -> None:
         started = time.perf_counter()
         try:
             with self.ports.uow.begin("signal", read_only=True) as unit:
                 unit.statistics.read()
-        except PmError as exc:
-            return {"status": "down", "dialect": self.dialect, "error": type(exc).__name__}
-        return {
-            "status": "ok",
-            "dialect": self.dialect,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-        }
+        except Exception as exc:  # PmError, or any driver fault: a probe reports, never raises
+            probe.set_result(
+                {"status": "down", "dialect": self.dialect, "error": type(exc).__name__}
+            )
+            return
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        probe.set_result({"status": "ok", "dialect": self.dialect, "latency_ms": latency_ms})
 
     def _schema_check(self) -> dict[str, Any]:
         if self.engine is None:
@@ -191,7 +215,10 @@ class App:
             "disabled" if not self.settings.redis_url else ("ok" if mode == "normal" else "down")
         )
         warnings = len(self.recovery.warnings) if self.recovery is not None else 0
-        blocked, barriered = self._blocked_and_barriered()
+        # Only asked of a database that answers: a hanging one would hang /ready here.
+        blocked, barriered = (
+            self._blocked_and_barriered() if database["status"] == "ok" else ([], [])
+        )
         body: dict[str, Any] = {
             "status": "ready" if not reasons else "not_ready",
             "instance_id": self.instance_id,
