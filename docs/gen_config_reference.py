@@ -40,10 +40,8 @@ def end_marker(block: str) -> str:
 # Settings the loader accepts but no code reads yet; each is listed in the Known gaps section.
 NO_EFFECT_YET = frozenset(
     {
-        "ready_db_timeout_ms",
         "cache_notice_max_age_ms",
         "openalgo_book_poll_ms",
-        "recovery_broker_budget_s",
         "rollover_interval_s",
         "stats_export_s",
     }
@@ -200,14 +198,16 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ),
             (
                 "not_found_after_s",
-                "An `unknown` send with no match in the order or trade book for this long "
-                "becomes `not_found` (never placed).",
+                "An `unknown` send with no match in the order or trade book this long after "
+                "it was sent, over at least two readable look-ups, becomes `not_found` (never "
+                "placed).",
             ),
             ("lookup_spacing_s", "Pause between two book look-ups for an `unknown` send."),
             (
                 "held_result_retry_ms",
-                "A signal whose database write failed after its reservation committed is "
-                "re-read and finished by its instance at this interval.",
+                "A held signal (its database write failed after the reservation committed, or "
+                "an order's outcome is still unknown) is re-read and finished by its instance "
+                "at this interval.",
             ),
             (
                 "held_result_max_s",
@@ -304,7 +304,11 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ("pg_lock_timeout_ms", "PostgreSQL `lock_timeout`."),
             ("pg_idle_tx_timeout_s", "PostgreSQL `idle_in_transaction_session_timeout`."),
             ("sqlite_busy_timeout_ms", "SQLite busy timeout."),
-            ("ready_db_timeout_ms", "Database check budget of `GET /ready`."),
+            (
+                "ready_db_timeout_ms",
+                "`GET /ready` is 503 `database_unavailable` when the database has not answered "
+                "within this long (a hanging database included).",
+            ),
         ),
     ),
     (
@@ -328,7 +332,11 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
                 "Leader reconciliation interval, while any instrument's session is open "
                 "(OpenAlgo only).",
             ),
-            ("recovery_broker_budget_s", "Broker time budget of start-up recovery."),
+            (
+                "recovery_broker_budget_s",
+                "Broker time recovery gives unknown orders in all; the rest stay held and are "
+                "looked up in the background.",
+            ),
             (
                 "recovery_strict",
                 "`pm serve` exits 6 instead of serving when recovery reports warnings.",

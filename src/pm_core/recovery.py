@@ -134,6 +134,9 @@ def recover(
     takeovers: list[int] = []
     finished: list[tuple[int, str]] = []
     pending: list[int] = []
+    # Unknown orders get this much broker time in all; what is left unresolved stays held
+    # (barriered) and this instance's resolver keeps looking (service.md 8 step 8).
+    resolve_by = ports.clock.monotonic() + service.limits.recovery_broker_budget_s
     for row in orphans:
         seen = row.claim_epoch
 
@@ -152,7 +155,12 @@ def recover(
         takeovers.append(row.id)
         current = attrs.evolve(row, claim_epoch=epoch, owner_instance_id=me)
         try:
-            answer = service.resume(current, epoch, abandon_after_s=service.limits.max_resume_age_s)
+            answer = service.resume(
+                current,
+                epoch,
+                abandon_after_s=service.limits.max_resume_age_s,
+                resolve_by=resolve_by,
+            )
         except (ClaimLost, DatabaseUnavailable, StaleVersionError, PmError) as exc:
             log.warning("resume failed", extra={"signal_id": row.id, "error": str(exc)})
             pending.append(row.id)

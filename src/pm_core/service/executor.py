@@ -151,21 +151,27 @@ class Executor:
 
     # ------------------------------------------------------------------ group
 
-    def run_group(self, fence: Fence, intents: Sequence[StoredIntent]) -> GroupResult:
-        """Execute a signal's intents, position by position, legs in seq order."""
+    def run_group(
+        self, fence: Fence, intents: Sequence[StoredIntent], resolve_by: float | None = None
+    ) -> GroupResult:
+        """Execute a signal's intents, position by position, legs in seq order.
+
+        ``resolve_by`` (monotonic) bounds the broker look-ups for intents already unknown
+        (recovery's PM_RECOVERY_BROKER_BUDGET_S); see ``resolve_unknown``.
+        """
         by_position: dict[int, list[StoredIntent]] = {}
         for stored in sorted(intents, key=lambda s: s.intent.seq):
             by_position.setdefault(stored.intent.position_id, []).append(stored)
         done: list[StoredIntent] = []
         attention = False
         for legs in by_position.values():
-            finals, needs_attention = self._run_position(fence, legs)
+            finals, needs_attention = self._run_position(fence, legs, resolve_by)
             done.extend(finals)
             attention = attention or needs_attention
         return GroupResult(tuple(done), attention)
 
     def _run_position(
-        self, fence: Fence, legs: Sequence[StoredIntent]
+        self, fence: Fence, legs: Sequence[StoredIntent], resolve_by: float | None
     ) -> tuple[list[StoredIntent], bool]:
         finals: list[StoredIntent] = []
         opening = legs[0].intent.action == "BUY" and legs[0].intent.leg in ("CE", "FUT")
@@ -177,7 +183,7 @@ class Executor:
                     stored = self._move(stored, "abandoned", {"last_error": "previous leg failed"})
                 finals.append(stored)
                 continue
-            final = self.execute(fence, stored)
+            final = self.execute(fence, stored, resolve_by)
             if final.state not in TERMINAL_INTENT_STATES:
                 # Unknown or ambiguous: the next legs wait (pending) for its resolution.
                 finals.append(final)
@@ -191,10 +197,10 @@ class Executor:
                 elif final.state in _ENTRY_RETRY_STATES:
                     # Complete the missing quantity while the entry is young and nothing was
                     # definitively rejected (service.md 2.4); else the filled legs unwind.
-                    # The entry's age runs from its first send, so an old alert (an operator's
-                    # `not placed` long after) is never completed late.
-                    sent = final.sent_at
-                    age = (self.ports.clock.now() - sent).total_seconds() if sent else 0.0
+                    # The entry's age runs from the alert's receipt, so an old alert (an
+                    # operator's `not placed` long after) is never completed late.
+                    born = self._received_at(final) or final.sent_at
+                    age = (self.ports.clock.now() - _utc(born)).total_seconds() if born else 0.0
                     final = self._retry_leg(
                         fence, final, _ENTRY_RETRY_STATES, self.limits.max_resume_age_s - age
                     )
@@ -209,6 +215,14 @@ class Executor:
         elif failed and any(self._filled_lots(f) > 0 for f in finals):
             attention = True
         return finals, attention
+
+    def _received_at(self, stored: StoredIntent) -> dt.datetime | None:
+        """When the intent's signal arrived (None for leader-origin intents)."""
+        signal_id = stored.signal_id
+        if signal_id is None:
+            return None
+        row = self._tx(lambda u: u.signals.get(signal_id))
+        return row.received_at if row is not None else None
 
     @staticmethod
     def _filled_lots(stored: StoredIntent) -> int:
@@ -331,10 +345,13 @@ class Executor:
 
     # ------------------------------------------------------------------ one leg
 
-    def execute(self, fence: Fence, stored: StoredIntent) -> StoredIntent:
-        """Send one pending intent and follow it to a terminal (or ambiguous) state."""
+    def execute(
+        self, fence: Fence, stored: StoredIntent, resolve_by: float | None = None
+    ) -> StoredIntent:
+        """Send one pending intent and follow it to a terminal (or ambiguous) state; an
+        unknown send whose books cannot be read in time is returned still unknown."""
         if stored.state in ("unknown", "sending"):
-            return self.resolve_unknown(stored)
+            return self.resolve_unknown(stored, resolve_by)
         if stored.state in ("accepted", "partially_filled") and stored.broker_order_id:
             return self.await_fill(stored)
         if stored.state != "pending":
@@ -587,16 +604,30 @@ class Executor:
             data["last_error"] = f"{intent.symbol} {intent.action} {intent.quantity} {detail}"
         return self._move(stored, state, data)
 
-    def resolve_unknown(self, stored: StoredIntent) -> StoredIntent:
-        """Find an unknown order in the books by its parameters; bind, or not_found in time."""
+    def resolve_unknown(
+        self, stored: StoredIntent, resolve_by: float | None = None
+    ) -> StoredIntent:
+        """Find an unknown order in the books by its parameters (openalgo.md 5, service.md 2.4).
+
+        One match binds (then its fills are followed), several are ``ambiguous``. Declaring
+        ``not_found`` (never placed, so its lots may be sent again) needs evidence: two
+        readable look-ups PM_LOOKUP_SPACING_S apart without a match, PM_NOT_FOUND_AFTER_S or
+        more after the send. A send still unmatched on a later exchange day is ``ambiguous``.
+        While the books cannot be read nothing is concluded: at ``resolve_by`` (monotonic;
+        by default the not-found wait plus two spacings from now) the intent is returned
+        still ``unknown``, its signal held, and it is looked up again later.
+        """
         clock = self.ports.clock
         broker = self.ports.broker
-        started = clock.monotonic()
+        limits = self.limits
+        if resolve_by is None:
+            resolve_by = clock.monotonic() + limits.not_found_after_s + 2 * limits.lookup_spacing_s
         current = stored
         if current.state == "sending":
             current = self._move(current, "unknown", {"last_error": "send outcome unknown"})
         sent_at = current.sent_at or clock.now()
         taken: frozenset[str] | None = None
+        lookups = 0  # readable look-ups that found nothing
         while True:
             book = broker.order_book()
             trades = broker.trade_book()
@@ -607,7 +638,7 @@ class Executor:
                     book.value,
                     trades.value,
                     taken or (),
-                    self.limits.match_window_s,
+                    limits.match_window_s,
                 )
                 if match.kind != "none" and taken is None:
                     # Orders bound to other intents are never candidates (openalgo.md 5): an
@@ -619,7 +650,7 @@ class Executor:
                         book.value,
                         trades.value,
                         taken,
-                        self.limits.match_window_s,
+                        limits.match_window_s,
                     )
                 if match.kind == "bind" and match.order_id:
                     bound = self._move(current, "accepted", {"broker_order_id": match.order_id})
@@ -628,13 +659,39 @@ class Executor:
                     return self._move(
                         current, "ambiguous", {"last_error": "several broker orders match"}
                     )
-            if clock.monotonic() - started >= self.limits.not_found_after_s:
+                lookups += 1
+            if self._day_over(sent_at):
+                return self._move(
+                    current,
+                    "ambiguous",
+                    {"last_error": "send outcome still unknown after its exchange day"},
+                )
+            waited_s = (clock.now() - _utc(sent_at)).total_seconds()
+            if lookups >= 2 and waited_s >= limits.not_found_after_s:
                 return self._move(
                     current,
                     "not_found",
                     {"last_error": "not found in the books (not venue confirmation)"},
                 )
-            clock.sleep(self.limits.lookup_spacing_s)
+            if clock.monotonic() >= resolve_by:
+                log.warning(
+                    "unknown order unresolved for now; looked up again later",
+                    extra={
+                        "client_order_id": current.intent.client_order_id,
+                        "readable_lookups": lookups,
+                    },
+                )
+                return current
+            clock.sleep(limits.lookup_spacing_s)
+
+    def _day_over(self, sent_at: dt.datetime) -> bool:
+        """The exchange day of the send has ended (portfolio time zone)."""
+        if self.config is None:
+            return False
+        zone = self.config.portfolio.tz
+        return (
+            self.ports.clock.now().astimezone(zone).date() > _utc(sent_at).astimezone(zone).date()
+        )
 
     def _bound_since(self, current: StoredIntent, sent_at: dt.datetime) -> frozenset[str]:
         """Broker order ids of other intents sent since the match window opened.
@@ -688,6 +745,11 @@ def _order_request(intent: OrderIntent) -> OrderRequest:
         price=price,
         tag=intent.client_order_id,
     )
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    """A stored instant as an aware UTC datetime (SQLite returns them naive)."""
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
 
 
 def _book_side(quote: Quote | None) -> tuple[Decimal | None, Decimal | None]:

@@ -189,11 +189,13 @@ class SignalService:
     # ------------------------------------------------------------------ held signals
 
     def finish_later(self, fingerprint: str) -> None:
-        """The database failed mid-signal: finish it here once the database is back.
+        """Finish a held signal of this instance in the background.
 
-        Its owner is this live instance, so no takeover would ever pick it up; without this
-        it would answer 202 for ever (service.md 5: results obtained meanwhile are written on
-        return). A send whose answer was lost is resolved from the books, never re-sent.
+        The database failed mid-signal, or an order's outcome is unknown and the books could
+        not be read yet (the outbox resolver of service.md 2.4). Its owner is this live
+        instance, so no takeover would ever pick it up; without this it would answer 202 for
+        ever (service.md 5: results obtained meanwhile are written on return). A send whose
+        answer was lost is resolved from the books, never re-sent.
         """
         with self._held_lock:
             if fingerprint in self._held:
@@ -206,6 +208,8 @@ class SignalService:
 
     def _finish_held(self, fp: str) -> None:
         clock = self.ports.clock
+        # Bounds how long the database may stay unusable; unknown orders are looked up until
+        # they resolve (or turn ambiguous when their exchange day ends).
         deadline = clock.monotonic() + self.limits.held_result_max_s
         try:
             while clock.monotonic() < deadline:
@@ -229,8 +233,9 @@ class SignalService:
                     answer = self.resume(
                         row, row.claim_epoch, abandon_after_s=self.limits.max_resume_age_s
                     )
-                    if answer.terminal:
-                        return
+                    if answer.terminal or not self._awaits_broker(row.id):
+                        return  # done, or an ambiguous order waits for an operator
+                    deadline = clock.monotonic() + self.limits.held_result_max_s
                 except (DatabaseUnavailable, StaleVersionError) as exc:
                     log.info("held signal waits for the database", extra={"error": str(exc)})
                 except PmError as exc:
@@ -614,6 +619,11 @@ class SignalService:
         oldest = u.signals.oldest_queued(instrument)
         return oldest is not None and oldest.id != signal_id
 
+    def _awaits_broker(self, signal_id: int) -> bool:
+        """Some intent of the signal is still unknown (the books may yet tell)."""
+        stored = self._tx(lambda u: u.intents.for_signal(signal_id))
+        return any(s.state in ("unknown", "sending") for s in stored)
+
     def _hold(
         self,
         received: ReceivedSignal,
@@ -623,10 +633,13 @@ class SignalService:
     ) -> Answer:
         """An intent is still unknown or ambiguous: settle nothing yet (openalgo.md 5).
 
-        The signal stays processing and its instrument barriered; an ambiguous order also
-        blocks new entries until ``pm intents resolve`` (which then settles the signal).
+        The signal stays processing and its instrument barriered. An unknown order is looked
+        up again in the background (``finish_later``); an ambiguous one also blocks new
+        entries until ``pm intents resolve`` (which then settles the signal).
         """
         signal = received.signal
+        if any(s.state in ("unknown", "sending") for s in unresolved):
+            self.finish_later(received.fingerprint)
         ambiguous = [s for s in unresolved if s.state == "ambiguous"]
         if ambiguous:
             ids = [s.intent.client_order_id for s in ambiguous]
@@ -754,7 +767,14 @@ class SignalService:
 
         return self._tx(work)
 
-    def resume(self, row: StoredSignal, epoch: int, *, abandon_after_s: float | None) -> Answer:
+    def resume(
+        self,
+        row: StoredSignal,
+        epoch: int,
+        *,
+        abandon_after_s: float | None,
+        resolve_by: float | None = None,
+    ) -> Answer:
         """Finish a signal taken over from a dead owner (service.md 8 step 8).
 
         Its committed intents are executed or resolved (never re-sent once sent); an entry
@@ -790,7 +810,7 @@ class SignalService:
                 messages=(reason.render(Code("abandoned_after_crash", {"age": age})),),
             )
         else:
-            group = self.executor.run_group(SignalFence(row.id, epoch), intents)
+            group = self.executor.run_group(SignalFence(row.id, epoch), intents, resolve_by)
             base = Decision(
                 outcome="pending", total_pnl=0.0 if row.signal.position == "ALL" else None
             )
