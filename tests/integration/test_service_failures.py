@@ -223,6 +223,52 @@ def test_broker_timeout_after_accept_resolves_by_book_match_without_resending(
     check_once(pg_url, sim, 1)
 
 
+def test_unknown_send_with_unreadable_books_is_held_then_resolved_without_resending(
+    pg_url: str, sim: Sim, tmp_path: Path
+) -> None:
+    """The reply to an accepted order is lost and the order and trade books answer 503 for
+    longer than PM_NOT_FOUND_AFTER_S: nothing may be concluded (a not_found would let the
+    entry send its lots again). The signal is held; once the books answer, the instance's
+    resolver finds the order and settles the signal with the one order."""
+    env = pg_env(
+        pg_url,
+        sim,
+        PM_OPENALGO_ORDER_TIMEOUT_S="0.3",
+        PM_NOT_FOUND_AFTER_S="1",
+        PM_LOOKUP_SPACING_S="0.2",
+        PM_HELD_RESULT_RETRY_MS="200",
+    )
+    lost = {
+        "match": {"endpoint": "placeorder", "nth": 1},
+        "effect": {"type": "accept_then_timeout", "delay_ms": 1500},
+    }
+    blind = [
+        {"match": {"endpoint": book}, "effect": {"type": "http_error", "status": 503}}
+        for book in ("orderbook", "tradebook")
+    ]
+    sim.rules([lost, *blind])
+    with ServeProcess(env, workdir=tmp_path, name="blind") as pm:
+        pm.start()
+        first = pm.post(GOLD_BASE)
+        assert first.status_code == 202, (first.text, pm.tail())
+        time.sleep(3)  # three times PM_NOT_FOUND_AFTER_S with the books unreadable
+        (intent,) = db_rows(pg_url, "SELECT state, attempts FROM order_intents")
+        assert (intent.state, intent.attempts) == ("unknown", 1)
+        assert unfinished(pg_url), "the signal is held, not settled"
+        again = pm.post(GOLD_BASE)
+        assert again.status_code == 202, again.text  # still in progress for the sender
+        sim.rules([])  # the books answer again
+        body = deliver(pm, GOLD_BASE)
+        assert body["status"] == "duplicate"
+        original = body["original"]["body"]
+        assert original["status"] == "executed", original
+        (order,) = original["orders"]
+        placed = sim.placed()
+        assert len(placed) == 1, "an unknown send must never be re-sent"
+        assert order["broker_order_id"] == placed[0]["response_orderid"]
+    check_once(pg_url, sim, 1)
+
+
 # --------------------------------------------------------------------------- rows 10-11
 
 

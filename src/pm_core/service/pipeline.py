@@ -230,6 +230,8 @@ class SignalService:
                         or row.owner_instance_id != self.limits.instance_id
                     ):
                         return  # never committed, done, waiting its turn, or taken over
+                    # Deliveries meanwhile are answered 202 in_progress with this id.
+                    self.l1.note_signal_id(fp, row.id)
                     answer = self.resume(
                         row, row.claim_epoch, abandon_after_s=self.limits.max_resume_age_s
                     )
