@@ -248,7 +248,9 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ("openalgo_read_rate", "Reads per second for the whole cluster, likewise."),
             (
                 "rate_max_wait_ms",
-                "Longest wait for a rate token; an order that gets none fails.",
+                "Longest wait for one rate token. An order that gets none stays `pending` and "
+                "asks again while its alert is younger than `PM_MAX_RESUME_AGE_S`; then it "
+                "fails unsent.",
             ),
         ),
     ),

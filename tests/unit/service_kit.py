@@ -11,7 +11,7 @@ from pm_adapters.paper import PaperBroker
 from pm_adapters.ratebudget import LocalRateBudget
 from pm_core.config import DomainConfig, default_config
 from pm_core.model import ReceivedSignal
-from pm_core.ports import Ports
+from pm_core.ports import Ports, RateBudget
 from pm_core.service.api import SignalResult
 from pm_core.service.limits import ServiceLimits
 from pm_core.service.pipeline import SignalService
@@ -37,7 +37,10 @@ def gold_entry(**changes: Any) -> dict[str, Any]:
 
 
 def memory_service(
-    broker: PaperBroker, config: DomainConfig | None = None, **limits: Any
+    broker: PaperBroker,
+    config: DomainConfig | None = None,
+    rate: RateBudget | None = None,
+    **limits: Any,
 ) -> SignalService:
     """A service on one shared in-memory store, fast fill polls; ``limits`` override."""
     clock = SystemClock()
@@ -51,7 +54,7 @@ def memory_service(
         leader=coordination.leader("i1"),
         registry=coordination.registry(),
         broker=broker,
-        rate=LocalRateBudget(100, 100, 1000, live_instances=lambda: 1),
+        rate=rate or LocalRateBudget(100, 100, 1000, live_instances=lambda: 1),
     )
     settings = ServiceLimits(**{"instance_id": "i1", "fill_poll_first_ms": 1, **limits})
     return SignalService(ports, config or default_config(), settings)

@@ -12,12 +12,15 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 from pm_adapters.clock import ManualClock
 from pm_adapters.memory.coordination import MemoryCoordination
 from pm_adapters.memory.uow import MemoryUnitOfWorkFactory
+from pm_adapters.paper import PaperBroker
 from pm_adapters.ratebudget import LocalRateBudget
 from pm_core.config import default_config
+from pm_core.errors import RateBudgetExceeded
 from pm_core.model import ReceivedSignal
 from pm_core.ports import (
     Ok,
@@ -203,5 +206,52 @@ def test_an_entry_is_completed_only_while_younger_than_max_resume_age_from_its_r
         assert lost.state == "not_found"
         placed = broker.order_book()
         assert isinstance(placed, Ok) and placed.value == []  # nothing re-sent
+    finally:
+        service.shutdown()
+
+
+class Starved:
+    """A rate budget that refuses the next ``refusals`` order tokens, as PM_RATE_MAX_WAIT_MS
+    running out under a burst would."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.refused = 0
+
+    def take(self, kind: Literal["order", "read"]) -> None:
+        if kind == "order" and self.refused < self.refusals:
+            self.refused += 1
+            raise RateBudgetExceeded(f"no {kind} token within 2000 ms")
+
+
+def test_no_order_token_keeps_the_intent_pending_until_one_is_granted() -> None:
+    broker = PaperBroker()
+    rate = Starved(refusals=3)
+    service = memory_service(broker, default_config(sizing_mode="as_signalled"), rate)
+    try:
+        answer = send(service, gold_entry(lots=1))
+        assert (answer.http_status, answer.body["status"]) == (200, "executed"), answer.body
+        assert rate.refused == 3
+        (leg,) = intents_of(service)
+        assert (leg.state, leg.attempts) == ("filled", 1)  # claimed once, after the refusals
+    finally:
+        service.shutdown()
+
+
+def test_an_alert_too_old_to_act_on_fails_its_unsent_leg_when_no_token_comes() -> None:
+    broker = PaperBroker()
+    rate = Starved(refusals=1_000_000)
+    service = memory_service(
+        broker, default_config(sizing_mode="as_signalled"), rate, max_resume_age_s=0.2
+    )
+    try:
+        answer = send(service, gold_entry(lots=1))
+        assert (answer.http_status, answer.body["status"]) == (200, "failed"), answer.body
+        assert rate.refused > 1  # it asked again while the alert was young
+        (leg,) = intents_of(service)
+        assert (leg.state, leg.attempts) == ("failed", 0)  # never claimed, never sent
+        assert "rate budget" in (leg.last_error or "")
+        placed = broker.order_book()
+        assert isinstance(placed, Ok) and placed.value == []
     finally:
         service.shutdown()

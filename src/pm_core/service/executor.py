@@ -216,6 +216,14 @@ class Executor:
             attention = True
         return finals, attention
 
+    def _too_old_to_send(self, stored: StoredIntent) -> bool:
+        """The intent's alert is PM_MAX_RESUME_AGE_S old (leader-origin intents: at once)."""
+        born = self._received_at(stored)
+        if born is None:
+            return True
+        age_s = (self.ports.clock.now() - _utc(born)).total_seconds()
+        return age_s >= self.limits.max_resume_age_s
+
     def _received_at(self, stored: StoredIntent) -> dt.datetime | None:
         """When the intent's signal arrived (None for leader-origin intents)."""
         signal_id = stored.signal_id
@@ -380,7 +388,15 @@ class Executor:
             try:
                 self.ports.rate.take("order")
             except RateBudgetExceeded as exc:
-                return self._move(stored, "failed", {"last_error": f"rate budget: {exc}"})
+                # No token is an error for this call only: the intent stays pending and asks
+                # again while its alert is young enough to act on (openalgo.md 7).
+                if self._too_old_to_send(stored):
+                    return self._move(stored, "failed", {"last_error": f"rate budget: {exc}"})
+                log.warning(
+                    "no order token yet; the intent stays pending",
+                    extra={"client_order_id": stored.intent.client_order_id},
+                )
+                continue
             claimed = self._claim(stored.id, fence)
             if claimed is None:
                 return self._get(stored.id)  # someone else owns it now
