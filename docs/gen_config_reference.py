@@ -41,7 +41,6 @@ def end_marker(block: str) -> str:
 NO_EFFECT_YET = frozenset(
     {
         "cache_notice_max_age_ms",
-        "openalgo_book_poll_ms",
         "rollover_interval_s",
         "stats_export_s",
     }
@@ -230,7 +229,12 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ),
             ("openalgo_read_backoff", "Seconds between read attempts, last value repeated."),
             ("openalgo_max_modifications", "Limit of `modifyorder` calls per order."),
-            ("openalgo_book_poll_ms", "Shared order-book poll interval."),
+            (
+                "openalgo_book_poll_ms",
+                "While over three orders are polled at once, their status comes from one "
+                "shared `orderbook` read at most this old (an order's first read, and one just "
+                "modified or cancelled, is still asked alone).",
+            ),
             (
                 "openalgo_match_window_s",
                 "Book rows may be this many seconds older than `sent_at` and still match an "

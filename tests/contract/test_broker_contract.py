@@ -670,3 +670,36 @@ def test_default_quotes_depend_only_on_seed_and_symbol(sim: SimulatorHarness) ->
         return seen
 
     assert quotes(["A", "B", "C"]) == quotes(["C", "A", "B"])
+
+
+def test_openalgo_follows_many_orders_through_one_shared_orderbook_read(
+    sim: SimulatorHarness,
+) -> None:
+    """openalgo.md 6: with over three orders followed, one orderbook read per
+    PM_OPENALGO_BOOK_POLL_MS answers their status instead of one orderstatus each."""
+    broker = sim.openalgo
+    sim.set_quote("MCX", GOLD, "78500", "78490", "78510")
+    ids = []
+    for n in range(6):
+        request = order("BUY", 1, "LIMIT", "78000", GOLD, "MCX", f"pm-book-{n}-FUT-1")
+        placed = broker.place(request)
+        assert isinstance(placed, Accepted)
+        ids.append(placed.order_id)
+    calls_before = len(sim.state()["calls"])
+    for _ in range(3):  # three poll rounds within one interval (the default 500 ms)
+        for order_id in ids:
+            status = broker.order_status(order_id)
+            assert isinstance(status, Ok) and status.value.status == "OPEN"
+    calls = [c["endpoint"] for c in sim.state()["calls"][calls_before:]]
+    # Each order's first question is asked alone, as are the next three; from the fourth
+    # polled order on, one book read serves them all.
+    assert calls.count("orderbook") == 1, calls
+    assert calls.count("orderstatus") == 6 + 3, calls
+    # A fill shows in the shared book once the interval has passed.
+    sim.set_quote("MCX", GOLD, "77990", "77980", "78000")  # the limits are marketable now
+    time.sleep(0.55)
+    for order_id in ids:
+        status = broker.order_status(order_id)
+        assert isinstance(status, Ok) and status.value.status == "COMPLETE"
+    calls = [c["endpoint"] for c in sim.state()["calls"][calls_before:]]
+    assert (calls.count("orderbook"), calls.count("orderstatus")) == (2, 9), calls

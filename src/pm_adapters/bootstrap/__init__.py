@@ -109,6 +109,7 @@ def _broker(
             read_retries=settings.openalgo_read_retries,
             read_backoff_s=settings.openalgo_read_backoff,
             max_modifications=settings.openalgo_max_modifications,
+            book_poll_ms=settings.openalgo_book_poll_ms,
         )
         return OpenAlgoBroker(oa, rate, observe=observe), "openalgo"
     return PaperBroker(clock, cash=Decimal(str(settings.domain.portfolio.initial_capital))), "paper"

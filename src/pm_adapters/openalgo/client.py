@@ -22,6 +22,7 @@ import attrs
 import httpx
 
 from pm_adapters.openalgo import parsing
+from pm_adapters.openalgo.bookpoll import SharedBookPoll
 from pm_core.errors import ConfigError, RateBudgetExceeded
 from pm_core.model import Funds, Quote
 from pm_core.ports import (
@@ -59,6 +60,7 @@ class OpenAlgoSettings:
     read_backoff_s: tuple[float, ...] = (0.2, 0.5, 1.0)
     backoff_jitter: float = 0.25  # fraction of each backoff step added at random
     max_modifications: int = 20
+    book_poll_ms: int = 500  # shared orderbook poll while over 3 orders are followed
     pool_size: int = 10
     # Below the server's idle keep-alive (gunicorn's default is 2 s): reusing a connection the
     # server is closing turns a clean send into an Unknown outcome.
@@ -101,6 +103,7 @@ class OpenAlgoSettings:
         number("PM_OPENALGO_ORDER_TIMEOUT_S", "order_timeout_s", float)
         number("PM_OPENALGO_READ_RETRIES", "read_retries", int)
         number("PM_OPENALGO_MAX_MODIFICATIONS", "max_modifications", int)
+        number("PM_OPENALGO_BOOK_POLL_MS", "book_poll_ms", int)
         backoff = env.get("PM_OPENALGO_READ_BACKOFF")
         if backoff:
             try:
@@ -169,6 +172,7 @@ class OpenAlgoBroker:
         self._redact = _Redactor(settings.api_key)
         self._modifications: dict[str, int] = {}
         self._modifications_lock = threading.Lock()
+        self._book_poll = SharedBookPoll(self.order_book, settings.book_poll_ms / 1000)
         limits = httpx.Limits(
             max_connections=settings.pool_size,
             max_keepalive_connections=settings.pool_size,
@@ -212,6 +216,7 @@ class OpenAlgoBroker:
                 )
             self._modifications[order_id] = count + 1
         body = {"orderid": order_id, **self._order_body(order)}
+        self._book_poll.forget(order_id)
         result = self._submit("modifyorder", body)
         if isinstance(result, Definitive) and result.reason_code == "not_sent":
             with self._modifications_lock:
@@ -222,6 +227,7 @@ class OpenAlgoBroker:
         """``cancelorder``; retried like a read on 429, 5xx and transport faults (retry-safe)."""
         body = {"orderid": order_id, "strategy": self._strategy(tag)}
         attempts = max(1, self.settings.read_retries)
+        self._book_poll.forget(order_id)
         result = self._submit("cancelorder", body)
         for attempt in range(1, attempts):
             retryable = (isinstance(result, Definitive) and result.resend_allowed) or (
@@ -303,7 +309,11 @@ class OpenAlgoBroker:
     # ------------------------------------------------------------------ reads
 
     def order_status(self, order_id: str, tag: str = "") -> ReadResult[OrderStatus]:
-        """``orderstatus``."""
+        """``orderstatus``, or the order's row of the shared ``orderbook`` read while more than
+        three orders are followed (``bookpoll``)."""
+        shared = self._book_poll.status(order_id)
+        if shared is not None:
+            return Ok(shared)
         body = {"orderid": order_id, "strategy": self._strategy(tag)}
         return self._read(
             "orderstatus", body, lambda data: parsing.order_status_row(data, self._today, order_id)
