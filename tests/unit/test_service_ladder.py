@@ -8,6 +8,7 @@ ones a trader can check by hand: BUY P_k = ceil_tick(ltp × (1 + (0.25 + 0.05 k)
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from pm_adapters.bootstrap import App, build, load_settings
 from pm_adapters.paper import PaperBroker
 from pm_core.model import Quote, ReceivedSignal, Signal
-from pm_core.ports import OrderRequest, StoredIntent, SubmitResult
+from pm_core.ports import OrderRequest, StoredIntent, SubmitResult, Unknown
 from pm_core.signal import fingerprint, validate
 from tests.kit.serve import BN_EXPIRY, GOLD_SYMBOL, bn_payload, gold_payload
 
@@ -80,14 +81,14 @@ def quote(ltp: int | str, bid: int | str, ask: int | str) -> Quote:
     return Quote(Decimal(ltp), Decimal(bid), Decimal(ask))
 
 
-def start(tmp_path: Path, broker: PaperBroker, fallback: bool = True) -> App:
+def start(tmp_path: Path, broker: PaperBroker, fallback: bool = True, **env: str) -> App:
     config = tmp_path / "pm.toml"
     config.write_text(
         "[portfolio]\n"
         "rollover_retry_interval_s = 0.001\n"
         f"rollover_market_fallback = {'true' if fallback else 'false'}\n"
     )
-    app = build(load_settings({**FAST, "PM_CONFIG": str(config)}), broker=broker)
+    app = build(load_settings({**FAST, "PM_CONFIG": str(config), **env}), broker=broker)
     app.start()
     return app
 
@@ -239,5 +240,51 @@ def test_market_style_is_unchanged(tmp_path: Path, broker: LadderPaper) -> None:
         body = send(app, gold_payload("BASE_ENTRY"))
         assert body["status"] == "executed"
         assert [o[:4] for o in broker.orders()] == [("place", GOLD_SYMBOL, "BUY", "MARKET")]
+    finally:
+        app.close()
+
+
+class LostCancel(LadderPaper):
+    """The first cancel never reaches the broker (its reply times out): the order rests on."""
+
+    def cancel(self, order_id: str, tag: str = "") -> SubmitResult:
+        if not any(kind == "cancel" for kind, _ in self.calls):
+            self.calls.append(("cancel", order_id))
+            return Unknown("timeout", "cancelorder: read timeout")
+        return super().cancel(order_id, tag)
+
+
+def test_an_unconfirmed_cancel_sends_nothing_more_until_the_order_is_known(
+    tmp_path: Path,
+) -> None:
+    """After the ladder the cancel is lost, so the LIMIT order may still fill: no MARKET
+    order for its lots. The signal is held; when the order fills later, the resolver
+    settles it with that one order."""
+    broker = LostCancel()
+    app = start(tmp_path, broker, PM_HELD_RESULT_RETRY_MS="20")
+    try:
+        broker.set_quote("MCX", GOLD_SYMBOL, quote(78500, 78000, 79000))
+        signal = validate(gold_payload("BASE_ENTRY"), app.config)
+        assert isinstance(signal, Signal), signal
+        received = ReceivedSignal(signal, fingerprint(signal), dt.datetime.now(dt.UTC))
+        held = app.service.handle(received, "req-1")
+        assert (held.http_status, held.body["state"]) == (202, "processing")
+        (leg,) = intents(app, held.body)
+        assert leg.state == "accepted"  # the order may still fill: nothing concluded
+        assert [c[0] for c in broker.calls] == ["place"] + ["modify"] * 5 + ["cancel"]
+        # The market comes to the resting limit (P_5 = 78893): it fills at the ask.
+        broker.set_quote("MCX", GOLD_SYMBOL, quote(78790, 78780, 78800))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with app.ports.uow.begin("signal", read_only=True) as unit:
+                row = unit.signals.get(held.body["signal_id"])
+            if row is not None and row.status == "executed":
+                break
+            time.sleep(0.02)
+        assert row is not None and row.status == "executed"
+        (leg,) = intents(app, held.body)
+        assert (leg.state, leg.average_price) == ("filled", Decimal(78800))
+        assert [o[3] for o in broker.orders() if o[0] == "place"] == ["LIMIT"]  # no MARKET
+        assert gold_position(app).entry_fill_price == 78800.0
     finally:
         app.close()

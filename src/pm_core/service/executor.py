@@ -33,6 +33,7 @@ from pm_core.ports import (
     IntentState,
     Ok,
     OrderRequest,
+    OrderStatus,
     Ports,
     StoredIntent,
     SubmitResult,
@@ -505,11 +506,11 @@ class Executor:
             modified = attrs.evolve(request, price=target)
             if self._order_call(functools.partial(broker.modify, order_id, modified)):
                 price = target
-        # After the last poll: cancel, then re-read, since a fill may have raced the cancel.
-        self._order_call(functools.partial(broker.cancel, order_id, tag))
-        again = broker.order_status(order_id, tag)
-        if isinstance(again, Ok) and again.value.status.upper() == "COMPLETE":
-            average = again.value.average_price or self._trade_fill(order_id)[1] or price
+        final = self._cancel_confirmed(stored)
+        if final is None:
+            return stored  # still live: followed again later, no MARKET order meanwhile
+        if final.status.upper() == "COMPLETE":
+            average = final.average_price or self._trade_fill(order_id)[1] or price
             return self._finish(stored, "filled", intent.quantity, average)
         filled, traded = self._trade_fill(order_id)
         if filled >= intent.quantity:
@@ -540,6 +541,25 @@ class Executor:
             ended, intent.attempt + 1, left, intent.action, intent.origin, "MARKET"
         )
         return self._merge(ended, self.execute(fence, market))
+
+    def _cancel_confirmed(self, stored: StoredIntent) -> OrderStatus | None:
+        """Cancel the intent's order and re-read it: its final status once terminal (a fill
+        that raced the cancel counts), or None while that is not confirmed.
+
+        An order whose cancel is not confirmed may still fill, so nothing is sent for its lots
+        (no retry, no MARKET remainder) until it is followed again: the intent stays
+        ``accepted``, its signal held, and the resolver looks again.
+        """
+        order_id, tag = stored.broker_order_id or "", stored.intent.client_order_id
+        self._order_call(functools.partial(self.ports.broker.cancel, order_id, tag))
+        again = self.ports.broker.order_status(order_id, tag)
+        if isinstance(again, Ok) and again.value.status.upper() in _TERMINAL_ORDER_STATUSES:
+            return again.value
+        log.warning(
+            "cancel not confirmed; the order is followed again later",
+            extra={"client_order_id": tag, "broker_order_id": order_id},
+        )
+        return None
 
     def _quote(self, intent: OrderIntent) -> Quote | None:
         quote = self.ports.broker.quote(intent.symbol, intent.exchange)
@@ -582,10 +602,11 @@ class Executor:
                     )
                     return self._finish(stored, final, filled, average, status.value.status)
             if clock.monotonic() >= deadline:
-                broker.cancel(order_id, tag)
-                again = broker.order_status(order_id, tag)
-                if isinstance(again, Ok) and again.value.status.upper() == "COMPLETE":
-                    average = again.value.average_price or self._trade_fill(order_id)[1]
+                ended = self._cancel_confirmed(stored)
+                if ended is None:
+                    return stored  # still live: followed again later, nothing sent for it
+                if ended.status.upper() == "COMPLETE":
+                    average = ended.average_price or self._trade_fill(order_id)[1]
                     return self._finish(stored, "filled", stored.intent.quantity, average)
                 filled, average = self._trade_fill(order_id)
                 return self._finish(stored, "cancelled", filled, average, "fill timeout")
@@ -736,6 +757,8 @@ class Executor:
 
         return self._tx(scan)
 
+
+_TERMINAL_ORDER_STATUSES = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
 
 # Exits retry any failed attempt; entries only complete what was not definitively refused.
 _EXIT_RETRY_STATES = frozenset({"rejected", "failed", "cancelled", "not_found"})

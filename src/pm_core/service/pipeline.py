@@ -58,6 +58,9 @@ from pm_core.service.tx import RetryPolicy, in_transaction
 from pm_core.signal import find_duplicate
 
 log = logging.getLogger("pm.service")
+
+# Intents a held signal's resolver follows again: the broker may yet tell their outcome.
+_FOLLOWED_LATER = frozenset({"unknown", "sending", "accepted", "partially_filled"})
 T = TypeVar("T")
 
 
@@ -622,9 +625,9 @@ class SignalService:
         return oldest is not None and oldest.id != signal_id
 
     def _awaits_broker(self, signal_id: int) -> bool:
-        """Some intent of the signal is still unknown (the books may yet tell)."""
+        """Some order of the signal is still unknown or live (the broker may yet tell)."""
         stored = self._tx(lambda u: u.intents.for_signal(signal_id))
-        return any(s.state in ("unknown", "sending") for s in stored)
+        return any(s.state in _FOLLOWED_LATER for s in stored)
 
     def _hold(
         self,
@@ -635,12 +638,13 @@ class SignalService:
     ) -> Answer:
         """An intent is still unknown or ambiguous: settle nothing yet (openalgo.md 5).
 
-        The signal stays processing and its instrument barriered. An unknown order is looked
-        up again in the background (``finish_later``); an ambiguous one also blocks new
-        entries until ``pm intents resolve`` (which then settles the signal).
+        The signal stays processing and its instrument barriered. An unknown order, or one
+        whose cancel was not confirmed, is followed again in the background
+        (``finish_later``); an ambiguous one also blocks new entries until
+        ``pm intents resolve`` (which then settles the signal).
         """
         signal = received.signal
-        if any(s.state in ("unknown", "sending") for s in unresolved):
+        if any(s.state in _FOLLOWED_LATER for s in unresolved):
             self.finish_later(received.fingerprint)
         ambiguous = [s for s in unresolved if s.state == "ambiguous"]
         if ambiguous:
