@@ -23,7 +23,7 @@ from pm_adapters.bootstrap import App, Settings, build
 from pm_adapters.bootstrap.settings import is_loopback, redacted, unknown_environment
 from pm_cli.settings import settings_or_exit
 from pm_core.codes import render
-from pm_core.errors import DatabaseUnavailable, NotInitialised, SchemaMismatch
+from pm_core.errors import ClaimLost, DatabaseUnavailable, NotInitialised, SchemaMismatch
 from pm_core.ports import Ok
 from pm_core.recovery import recover
 from pm_core.service.reconciliation import acknowledge
@@ -452,7 +452,13 @@ def intents_resolve(
         click.echo(f"{client_order_id}: {'bound to ' + orderid if orderid else 'not placed'}")
         if stored.signal_id is None:
             return
-        answer = app.service.resolve_signal(stored.signal_id)
+        try:
+            answer = app.service.resolve_signal(stored.signal_id)
+        except ClaimLost:
+            # A running instance's sweep took the signal over from this short-lived command;
+            # the decision above is committed and that instance settles the signal.
+            click.echo(f"signal {stored.signal_id} is being settled by a running instance")
+            return
         if answer is None:
             click.echo(f"signal {stored.signal_id} is not pending: nothing to settle")
         elif answer.terminal:
