@@ -210,7 +210,9 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             ),
             (
                 "held_result_max_s",
-                "How long the instance keeps trying; then the signal waits for recovery.",
+                "How long the instance keeps trying while the database stays unusable; then the "
+                "signal waits for recovery. Orders the broker has yet to tell about are "
+                "followed for as long as that takes.",
             ),
         ),
     ),

@@ -58,10 +58,10 @@ from pm_core.service.tx import RetryPolicy, in_transaction
 from pm_core.signal import find_duplicate
 
 log = logging.getLogger("pm.service")
+T = TypeVar("T")
 
 # Intents a held signal's resolver follows again: the broker may yet tell their outcome.
 _FOLLOWED_LATER = frozenset({"unknown", "sending", "accepted", "partially_filled"})
-T = TypeVar("T")
 
 
 @attrs.frozen
