@@ -150,7 +150,9 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
             (
                 "signal_order_style",
                 "`market` orders for signal legs, or a `ladder` of LIMIT orders (domain 9.7; "
-                "steps, wait and MARKET fallback from the `rollover_*` settings).",
+                "steps, wait and MARKET fallback from the `rollover_*` settings). A ladder "
+                "prices from the broker's quote for the leg: the paper broker quotes nothing "
+                "unless told, so there a leg fails `quote_unavailable`.",
             ),
             ("signal_lock_ttl_ms", "Time to live of the L2 Redis lock on a fingerprint."),
             (
