@@ -260,6 +260,7 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
                 "asks again while its alert is younger than `PM_MAX_RESUME_AGE_S`; then it "
                 "fails unsent.",
             ),
+            ("rate_retry_ms", "Pause before an order asks again for a refused rate token."),
         ),
     ),
     (

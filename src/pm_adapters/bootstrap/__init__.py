@@ -67,6 +67,7 @@ def service_limits(settings: Settings, instance_id: str) -> ServiceLimits:
         exit_leg_attempts=settings.exit_leg_attempts,
         exit_leg_window_s=settings.exit_leg_window_s,
         send_deadline_ms=settings.send_deadline_ms,
+        rate_retry_ms=settings.rate_retry_ms,
         fill_poll_first_ms=settings.fill_poll_ms[0],
         fill_poll_max_ms=settings.fill_poll_ms[1],
         fill_timeout_s=settings.fill_timeout_s,

@@ -301,6 +301,7 @@ _VARS: dict[str, _Var] = {
     "openalgo_order_rate": _Var(_int, minimum=1),
     "openalgo_read_rate": _Var(_int, minimum=1),
     "rate_max_wait_ms": _Var(_int, minimum=_NONNEG),
+    "rate_retry_ms": _Var(_int, minimum=1),
     "shutdown_timeout_s": _Var(_float, minimum=_NONNEG),
     "drain_grace_s": _Var(_float, minimum=_NONNEG),
     "reconcile_on_startup": _Var(_bool),
@@ -405,6 +406,7 @@ class Settings:
     openalgo_order_rate: int = 8
     openalgo_read_rate: int = 40
     rate_max_wait_ms: int = 2000
+    rate_retry_ms: int = 100
     shutdown_timeout_s: float = 25.0
     drain_grace_s: float = 0.0
     reconcile_on_startup: bool = True

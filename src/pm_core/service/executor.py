@@ -397,6 +397,7 @@ class Executor:
                     "no order token yet; the intent stays pending",
                     extra={"client_order_id": stored.intent.client_order_id},
                 )
+                clock.sleep(self.limits.rate_retry_ms / 1000)
                 continue
             claimed = self._claim(stored.id, fence)
             if claimed is None:

@@ -26,6 +26,7 @@ class ServiceLimits:
     exit_leg_attempts: int = 3
     exit_leg_window_s: float = 60.0
     send_deadline_ms: int = 2_000
+    rate_retry_ms: int = 100  # pause before an order asks again for a refused rate token
     fill_poll_first_ms: int = 250
     fill_poll_max_ms: int = 1_000
     fill_timeout_s: float = 10.0
