@@ -104,9 +104,9 @@ class Executor:
         self,
         ports: Ports,
         limits: ServiceLimits,
+        config: DomainConfig,
         observer: Observer | None = None,
         mode_guard: BrokerModeGuard | None = None,
-        config: DomainConfig | None = None,
     ) -> None:
         self.ports = ports
         self.limits = limits
@@ -452,7 +452,7 @@ class Executor:
         """One leg as the limit ladder of domain 9.7, prices from the original LTP."""
         intent = stored.intent
         ltp = positive_ltp(self._quote(intent))
-        if ltp is None or self.config is None:
+        if ltp is None:
             return self._move(
                 stored,
                 "failed",
@@ -724,8 +724,6 @@ class Executor:
 
     def _day_over(self, sent_at: dt.datetime) -> bool:
         """The exchange day of the send has ended (portfolio time zone)."""
-        if self.config is None:
-            return False
         zone = self.config.portfolio.tz
         return (
             self.ports.clock.now().astimezone(zone).date() > _utc(sent_at).astimezone(zone).date()

@@ -104,7 +104,7 @@ class SignalService:
             if limits.expected_broker_mode
             else None
         )
-        self.executor = Executor(ports, limits, self.observer, self.mode_guard, config)
+        self.executor = Executor(ports, limits, config, self.observer, self.mode_guard)
         self.l1 = L1Cache(limits.l1_size)
         self.request_policy = RetryPolicy(
             limits.tx_attempts,
