@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from pm_adapters.bootstrap import build, load_settings
@@ -10,7 +10,8 @@ from pm_adapters.bootstrap.app import App
 from pm_adapters.paper import PaperBroker
 from pm_core.model import ReceivedSignal
 from pm_core.ports import BrokerPosition, OrderRequest, ReadError, ReadResult
-from pm_core.service.reconciliation import acknowledge, reconcile
+from pm_core.service.api import NullObserver
+from pm_core.service.reconciliation import ReconciliationRun, acknowledge, reconcile
 from pm_core.signal import fingerprint, validate
 
 
@@ -75,5 +76,66 @@ def test_broker_outage_changes_nothing() -> None:
         run = reconcile(app.ports, app.config)
         assert run.report is None and run.error == "connect: refused"
         assert app.status()["blocked_instruments"] == {}
+    finally:
+        app.close()
+
+
+class ReconcileAtFill(NullObserver):
+    """Runs a reconciliation the moment an intent is recorded filled: its signal is not
+    settled yet (T2 follows), as when the database fails right after the fill."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.runs: list[ReconciliationRun] = []
+
+    def intent_state(self, state: str, delta: int) -> None:
+        if state == "filled" and delta > 0:
+            self.runs.append(reconcile(self.app.ports, self.app.config))
+
+
+def test_a_signal_filled_but_not_yet_settled_is_not_a_difference() -> None:
+    broker = PaperBroker()
+    app = _app(broker)
+    try:
+        observer = ReconcileAtFill(app)
+        app.service.set_observer(observer)
+        assert _entry(app, 78500, "2025-11-28T10:30:00")["status"] == "executed"
+        (run,) = observer.runs
+        # The broker holds the fill, the database still the reservation: skipped, not blocked.
+        assert run.skipped == ("GOLD_MINI",)
+        assert run.blocked == ()
+        assert app.status()["blocked_instruments"] == {}
+        settled = reconcile(app.ports, app.config)
+        assert settled.report is not None and settled.report.clean and settled.skipped == ()
+    finally:
+        app.close()
+
+
+class SignalDuringBookRead(PaperBroker):
+    """Answers ``positions`` with the book as it was when asked, after a whole signal ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during: Callable[[], object] | None = None
+
+    def positions(self) -> ReadResult[Sequence[BrokerPosition]]:
+        book = super().positions()
+        if self.during is not None:
+            run, self.during = self.during, None
+            run()
+        return book
+
+
+def test_a_signal_that_ran_while_the_book_was_read_is_not_a_difference() -> None:
+    broker = SignalDuringBookRead()
+    app = _app(broker)
+    try:
+        broker.during = lambda: _entry(app, 78500, "2025-11-28T10:30:00")
+        run = reconcile(app.ports, app.config)
+        # The book predates the entry, the database holds it: its legs moved, so skipped.
+        assert run.skipped == ("GOLD_MINI",)
+        assert run.blocked == ()
+        again = reconcile(app.ports, app.config)
+        assert again.report is not None and again.report.clean and again.blocked == ()
     finally:
         app.close()

@@ -1,6 +1,6 @@
 """Reconciliation against the broker's position book (domain 10, service.md 8 step 10).
 
-Instruments with an order group in flight are skipped (their books are moving). With
+Instruments with a signal or an order group in flight are skipped (their books are moving). With
 ``reconciliation_fail_closed`` each differing instrument is blocked for entries; a clean
 diff lifts a reconciliation block. A broker outage changes nothing and never blocks start-up.
 """
@@ -48,18 +48,30 @@ class ReconciliationRun:
 def reconcile(
     ports: Ports, config: DomainConfig, *, apply_blocks: bool = True
 ) -> ReconciliationRun:
-    """Diff database legs against the broker and, fail-closed, block the differing instruments."""
-    book = ports.broker.positions()
-    if not isinstance(book, Ok):
-        return ReconciliationRun(None, error=f"{book.kind}: {book.message}")
+    """Diff database legs against the broker and, fail-closed, block the differing instruments.
 
-    def read(u: UnitOfWork) -> tuple[list[Position], tuple[str, ...]]:
+    The database is read before and after the broker's book. An instrument is compared only
+    if, in both reads, no signal of it was in flight (processing or queued: its orders may be
+    filled at the broker but not yet settled here), no intent of it was open, and its legs did
+    not change in between (a signal that ran while the book was read).
+    """
+
+    def read(u: UnitOfWork) -> tuple[list[Position], set[str]]:
         snapshot = u.portfolio.read()
-        busy = tuple(i for i in config.instruments if u.intents.open_for(i))
+        busy = {i for i in config.instruments if u.intents.open_for(i)}
+        busy.update(row.signal.instrument for row in u.signals.in_flight())
         return list(snapshot.positions), busy
 
     with ports.uow.begin("signal", read_only=True) as unit:
-        positions, busy = read(unit)
+        before, busy_before = read(unit)
+    book = ports.broker.positions()
+    if not isinstance(book, Ok):
+        return ReconciliationRun(None, error=f"{book.kind}: {book.message}")
+    with ports.uow.begin("signal", read_only=True) as unit:
+        positions, busy_after = read(unit)
+    moved = {leg[0] for leg in _legs_by_instrument(before) ^ _legs_by_instrument(positions)}
+    skip = busy_before | busy_after | moved
+    busy = tuple(i for i in config.instruments if i in skip)
     rows = [r for r in book.value if _instrument_id(r.symbol, r.exchange, config) not in busy]
     kept = [p for p in positions if p.instrument not in busy]
     report = diff(kept, rows, config)
@@ -86,6 +98,11 @@ def reconcile(
                 unblocked.append(instrument)
         unit.commit()
     return ReconciliationRun(report, busy, tuple(blocked), tuple(unblocked))
+
+
+def _legs_by_instrument(positions: list[Position]) -> set[tuple[str, int, int]]:
+    """(instrument, position id, version) of each live position: what a change would move."""
+    return {(p.instrument, p.id, p.version) for p in positions}
 
 
 def _instrument_id(symbol: str, exchange: str, config: DomainConfig) -> str | None:
