@@ -35,7 +35,7 @@ from pm_core.ports import (
     UnitOfWorkFactory,
 )
 from pm_core.recovery import recover
-from pm_core.service.api import SignalResult
+from pm_core.service.api import NullObserver, SignalResult
 from pm_core.service.pipeline import SignalService
 from pm_core.signal import fingerprint, validate
 from pm_http.app import json_response
@@ -216,6 +216,40 @@ def test_exit_arriving_while_its_entry_is_in_flight_is_queued_then_executed(
     assert [(p["key"], p["lots"]) for p in replay["original"]["body"]["decision"]["positions"]] == [
         ("GOLD_MINI_Long_1", 3)
     ]
+    assert app.status()["portfolio"]["open_positions"] == 0
+
+
+class AtFill(NullObserver):
+    """Calls ``then`` once, the moment an intent is recorded filled: the group's orders are
+    all terminal, its T2 (settle) has not run yet."""
+
+    def __init__(self, then: Callable[[], dict[str, Any]]) -> None:
+        self.then: Callable[[], dict[str, Any]] | None = then
+        self.answer: dict[str, Any] | None = None
+
+    def intent_state(self, state: str, delta: int) -> None:
+        if state == "filled" and delta > 0 and self.then is not None:
+            then, self.then = self.then, None
+            self.answer = then()
+
+
+def test_exit_arriving_between_its_entrys_fill_and_settle_waits_for_the_settle(
+    app: App,
+) -> None:
+    """The barrier lasts until T2: an EXIT deciding on a reservation whose fills are in but
+    not yet applied would close lots the position does not record yet."""
+    entry = gold_payload("BASE_ENTRY")
+    exit_all = gold_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T10:01:00")
+    hook = AtFill(lambda: send(app, exit_all))
+    app.service.set_observer(hook)
+    assert send(app, entry)["status"] == "executed"
+    assert hook.answer is not None
+    assert (hook.answer["_http"], hook.answer["state"]) == (202, "queued")
+    # The entry's T2 ran the queue: the EXIT closed the position it had just recorded.
+    done = row(app, exit_all)
+    assert done.status == "executed", done.outcome
+    assert done.outcome is not None
+    assert [(p["key"], p["lots"]) for p in done.outcome["positions"]] == [("GOLD_MINI_Long_1", 3)]
     assert app.status()["portfolio"]["open_positions"] == 0
 
 

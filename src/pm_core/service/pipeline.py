@@ -25,6 +25,7 @@ from pm_core.model import (
     Decision,
     MarketContext,
     OrderIntent,
+    PortfolioSnapshot,
     ReceivedSignal,
     RecordedSignals,
     Signal,
@@ -513,7 +514,7 @@ class SignalService:
                 u.signals.mark_duplicate(signal_id, original.signal_id or 0, "near", epoch)
                 u.statistics.add({"duplicates_near": 1})
                 return self._answer_near(u, signal_id, fp, request_id, original.signal_id)
-            if self._barriered(u, signal.instrument, signal_id):
+            if self._barriered(u, snapshot, signal.instrument, signal_id):
                 u.signals.set_state(signal_id, "queued", epoch)
                 return Answer(
                     SignalResult(202, in_progress_body(request_id, signal_id, fp, "queued")),
@@ -617,12 +618,33 @@ class SignalService:
         )
         return Answer(SignalResult(200, body), signal_id, True)
 
-    def _barriered(self, u: UnitOfWork, instrument: str, signal_id: int) -> bool:
-        """An order group in flight, or an older queued signal, on the instrument."""
-        if any(s.state not in ("ambiguous",) for s in u.intents.open_for(instrument)):
+    def _barriered(
+        self, u: UnitOfWork, snapshot: PortfolioSnapshot, instrument: str, signal_id: int
+    ) -> bool:
+        """An order group in flight, or an older queued signal, on the instrument.
+
+        A group is in flight until its T2: between its last fill and T2 (longer when the
+        database fails there) its intents are terminal but its reservation stands, and a
+        signal deciding now would act on positions not yet settled.
+        """
+        open_intents = u.intents.open_for(instrument)
+        if any(s.state not in ("ambiguous",) for s in open_intents):
             return True
         oldest = u.signals.oldest_queued(instrument)
-        return oldest is not None and oldest.id != signal_id
+        if oldest is not None and oldest.id != signal_id:
+            return True
+        if open_intents or not any(
+            p.instrument == instrument and p.status in ("pending_open", "closing")
+            for p in snapshot.positions
+        ):
+            return False  # an ambiguous order does not queue signals; no reservation stands
+        return any(
+            row.id != signal_id
+            and row.status == "processing"
+            and row.signal.instrument == instrument
+            and u.intents.for_signal(row.id)
+            for row in u.signals.in_flight()
+        )
 
     def _awaits_broker(self, signal_id: int) -> bool:
         """Some order of the signal is still unknown or live (the broker may yet tell)."""
