@@ -55,9 +55,14 @@ class RecoveryReport:
 
 
 def check_invariants(
-    snapshot: PortfolioSnapshot, open_intents: list[StoredIntent]
+    snapshot: PortfolioSnapshot, group_intents: list[StoredIntent]
 ) -> list[RecoveryWarning]:
-    """Domain 7.7 and service.md 8 step 7 invariants of a snapshot, each failure a warning."""
+    """Domain 7.7 and service.md 8 step 7 invariants of a snapshot, each failure a warning.
+
+    ``group_intents``: the non-terminal intents, and every intent of a signal still in flight
+    (an owner that died between its last fill and its settle leaves a reservation whose
+    intents are all terminal; its signal's resume settles it).
+    """
     found: list[RecoveryWarning] = []
     ids = {p.id for p in snapshot.positions}
     for p in snapshot.positions:
@@ -72,7 +77,7 @@ def check_invariants(
         if not p.is_base_position and p.anchor_base_id is None:
             found.append(RecoveryWarning("pyramid_without_anchor", p.key, "no anchor_base_id"))
         if p.status in ("pending_open", "closing") and not any(
-            s.intent.position_id == p.id for s in open_intents
+            s.intent.position_id == p.id for s in group_intents
         ):
             found.append(
                 RecoveryWarning("reservation_without_intents", p.key, f"status {p.status}")
@@ -111,9 +116,12 @@ def recover(
 
     with ports.uow.begin("signal", read_only=True) as unit:
         snapshot, in_flight, open_intents = read(unit)
+        settling = (
+            [s for row in in_flight for s in unit.intents.for_signal(row.id)] if check else []
+        )
     # Invariants are a start-up check (service.md 8 step 7); the periodic sweep runs while
     # signals settle, where a reservation between its reads would look like a breach.
-    warnings = check_invariants(snapshot, open_intents) if check else []
+    warnings = check_invariants(snapshot, open_intents + settling) if check else []
     for w in warnings:
         log.warning("recovery invariant", extra={"code": w.code, "subject": w.subject})
     orphans = [

@@ -516,6 +516,39 @@ def test_owner_dead_after_t1_before_claim_is_taken_over_once(
     heir.shutdown()
 
 
+class Died(Exception):
+    """The owner's process ends here (as kill -9 would, as far as the store can tell)."""
+
+
+class DieAtFill(NullObserver):
+    def intent_state(self, state: str, delta: int) -> None:
+        if state == "filled" and delta > 0:
+            raise Died
+
+
+def test_owner_dead_between_fill_and_settle_recovers_without_warnings(app: App) -> None:
+    """service.md 8: a reservation whose orders all filled before its owner died is covered
+    by its in-flight signal; recovery settles it and reports no broken invariant."""
+    payload = gold_payload("BASE_ENTRY")
+    dead = SignalService(
+        app.ports, app.config, attrs.evolve(app.limits, instance_id="dead"), DieAtFill()
+    )
+    with pytest.raises(Died):
+        dead.handle(received(app, payload), "r")
+    stored = row(app, payload)
+    assert stored.status == "processing"
+    assert {s.state for s in intents(app, stored.id)} == {"filled"}
+    assert [p["status"] for p in app.positions(None, 10)["positions"]] == ["pending_open"]
+
+    heir = SignalService(app.ports, app.config, attrs.evolve(app.limits, instance_id="heir"))
+    report = recover(heir, lambda instance: instance == "heir", release_locks=False)
+    assert report.warnings == ()
+    assert report.finished == ((stored.id, "executed"),)
+    assert [(p["status"], p["lots"]) for p in app.positions(None, 10)["positions"]] == [("open", 3)]
+    dead.shutdown()
+    heir.shutdown()
+
+
 def test_exit_all_with_one_position_refused_is_partially_executed(
     app: App, broker: GatedPaper
 ) -> None:
