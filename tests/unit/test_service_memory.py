@@ -240,11 +240,23 @@ def test_exit_arriving_between_its_entrys_fill_and_settle_waits_for_the_settle(
     not yet applied would close lots the position does not record yet."""
     entry = gold_payload("BASE_ENTRY")
     exit_all = gold_payload("EXIT", position="ALL", stop=0, timestamp="2025-12-01T10:01:00")
-    hook = AtFill(lambda: send(app, exit_all))
+    swept: list[StoredSignal] = []
+
+    def exit_then_sweep() -> dict[str, Any]:
+        answer = send(app, exit_all)
+        # The leader's sweep runs queues whose barrier looks clear: it must leave this one.
+        app.service.run_queued()
+        swept.append(row(app, exit_all))
+        return answer
+
+    hook = AtFill(exit_then_sweep)
     app.service.set_observer(hook)
     assert send(app, entry)["status"] == "executed"
     assert hook.answer is not None
     assert (hook.answer["_http"], hook.answer["state"]) == (202, "queued")
+    (after_sweep,) = swept
+    assert after_sweep.status == "queued"
+    assert after_sweep.claim_epoch <= 2  # taken once at most, not spun on
     # The entry's T2 ran the queue: the EXIT closed the position it had just recorded.
     done = row(app, exit_all)
     assert done.status == "executed", done.outcome

@@ -899,8 +899,11 @@ class SignalService:
                 if not isinstance(exc, ClaimLost):
                     self.finish_later(row.fingerprint)  # it is ours now: no takeover comes
                 return
-            if answer.terminal:
-                self.l1.finish(row.fingerprint, row.id, answer.result, clock.now())
+            if not answer.terminal:
+                # Held, or queued again (a group of the instrument filled but not yet
+                # settled): the T2 that clears the barrier runs the queue.
+                return
+            self.l1.finish(row.fingerprint, row.id, answer.result, clock.now())
 
     def _elapsed_ms(self, started: float) -> int:
         return round((self.ports.clock.monotonic() - started) * 1000)
