@@ -686,7 +686,13 @@ def test_ambiguous_send_blocks_until_pm_intents_resolve_binds_it(
     """Row 18, several matches: a manual order with the same parameters sits in the book when
     pm's send times out. The intent is ambiguous, the instrument blocked and the signal held;
     `pm intents resolve --orderid` binds it and the signal then settles (one pm order)."""
-    env = pg_env(pg_url, sim, redis_server.url, PM_OPENALGO_ORDER_TIMEOUT_S="0.3")
+    env = pg_env(
+        pg_url,
+        sim,
+        redis_server.url,
+        PM_OPENALGO_ORDER_TIMEOUT_S="0.3",
+        PM_RECONCILE_INTERVAL_S="3600",
+    )
     manual = {
         "apikey": SIM_API_KEY,
         "strategy": "manual",
@@ -700,6 +706,14 @@ def test_ambiguous_send_blocks_until_pm_intents_resolve_binds_it(
     }
     with ServeProcess(env, workdir=tmp_path, name="amb") as pm:
         pm.start()
+        # The leader reconciles once right after its election. Run after the manual order,
+        # that would block GOLD_MINI for the foreign lots (rightly) before the ambiguous
+        # send could: wait for it to have read the position book first.
+        wait_for(
+            lambda: any(c["endpoint"] == "positionbook" for c in sim.state()["calls"]),
+            15,
+            what="the leader's first reconciliation",
+        )
         placed = sim.client.post("/api/v1/placeorder", json=manual)
         assert placed.status_code == 200, placed.text
         sim.rules(
