@@ -69,7 +69,7 @@ def reconcile(
         return ReconciliationRun(None, error=f"{book.kind}: {book.message}")
     with ports.uow.begin("signal", read_only=True) as unit:
         positions, busy_after = read(unit)
-    moved = {leg[0] for leg in _legs_by_instrument(before) ^ _legs_by_instrument(positions)}
+    moved = {leg[0] for leg in _position_versions(before) ^ _position_versions(positions)}
     skip = busy_before | busy_after | moved
     busy = tuple(i for i in config.instruments if i in skip)
     rows = [r for r in book.value if _instrument_id(r.symbol, r.exchange, config) not in busy]
@@ -100,7 +100,7 @@ def reconcile(
     return ReconciliationRun(report, busy, tuple(blocked), tuple(unblocked))
 
 
-def _legs_by_instrument(positions: list[Position]) -> set[tuple[str, int, int]]:
+def _position_versions(positions: list[Position]) -> set[tuple[str, int, int]]:
     """(instrument, position id, version) of each live position: what a change would move."""
     return {(p.instrument, p.id, p.version) for p in positions}
 
