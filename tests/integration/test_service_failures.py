@@ -692,6 +692,9 @@ def test_ambiguous_send_blocks_until_pm_intents_resolve_binds_it(
         redis_server.url,
         PM_OPENALGO_ORDER_TIMEOUT_S="0.3",
         PM_RECONCILE_INTERVAL_S="3600",
+        # The answer asserted is the hold (202 processing), not a deadline's 503 on a busy
+        # machine before T1 committed.
+        PM_RESPONSE_DEADLINE_MS="10000",
     )
     manual = {
         "apikey": SIM_API_KEY,
