@@ -1,9 +1,11 @@
-"""Unknown sends are only concluded from readable books (service.md 2.4, openalgo.md 5).
+"""Orders pm must wait on: unknown sends and refused rate tokens (service.md 2.4, openalgo.md 5/7).
 
 An order whose reply was lost may be at the broker. Declaring it ``not_found`` lets an entry
 send its lots again, so that needs two readable look-ups that found nothing; while the books
 cannot be read the signal is held (202, instrument barriered) and the instance's resolver
 looks again until the order is found, proven absent, or its exchange day ends (ambiguous).
+An entry is completed only while its alert is younger than PM_MAX_RESUME_AGE_S, and an order
+refused a rate token stays pending and asks again while its alert is that young.
 """
 
 from __future__ import annotations
