@@ -320,3 +320,28 @@ def hostile_bodies() -> st.SearchStrategy[bytes]:
             ]
         ),
     )
+
+
+def make_intent(coid: str, position_id: int, seq: int = 1, **kw: Any) -> Any:
+    """A Gold Mini BUY FUT intent of two lots; ``kw`` overrides any field."""
+    from pm_core.model import OrderIntent
+
+    fields: dict[str, Any] = dict(
+        client_order_id=coid,
+        origin="signal",
+        position_id=position_id,
+        leg="FUT",
+        seq=seq,
+        attempt=1,
+        symbol="GOLDM05DEC25FUT",
+        exchange="MCX",
+        action="BUY",
+        product="NRML",
+        pricetype="MARKET",
+        quantity=2,
+        lots=2,
+        ref_price=78_000.5,
+        group_id="g1",
+    )
+    fields.update(kw)
+    return OrderIntent(**fields)

@@ -35,7 +35,6 @@ from pm_core.model import (
     EquityUpdate,
     LedgerEntry,
     Mark,
-    OrderIntent,
     PendingExit,
     Position,
     PyramidingState,
@@ -44,6 +43,7 @@ from pm_core.model import (
 )
 from pm_core.ports import Claimed, Existing, LeaderFence, SignalFence, UnitOfWorkFactory
 from tests.kit.postgres import PgServer
+from tests.strategies import make_intent as intent
 
 T0 = dt.datetime(2025, 11, 28, 10, 30, tzinfo=dt.UTC)
 CAPITAL = 5_000_000.0
@@ -151,28 +151,6 @@ def position(pid: int = -1, label: str = "Long_1", **kw: Any) -> Position:
     )
     base.update(kw)
     return Position(**base)
-
-
-def intent(coid: str, position_id: int, seq: int = 1, **kw: Any) -> OrderIntent:
-    base: dict[str, Any] = dict(
-        client_order_id=coid,
-        origin="signal",
-        position_id=position_id,
-        leg="FUT",
-        seq=seq,
-        attempt=1,
-        symbol="GOLDM05DEC25FUT",
-        exchange="MCX",
-        action="BUY",
-        product="NRML",
-        pricetype="MARKET",
-        quantity=2,
-        lots=2,
-        ref_price=78_000.5,
-        group_id="g1",
-    )
-    base.update(kw)
-    return OrderIntent(**base)
 
 
 def open_one(uows: UnitOfWorkFactory, **kw: Any) -> int:

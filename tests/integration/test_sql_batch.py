@@ -21,7 +21,7 @@ from pm_core.errors import ClaimLost, DuplicateKey, StaleVersionError
 from pm_core.model import ChangeSet, Decision, Mark, OrderIntent, PendingExit, Signal
 from pm_core.ports import Claimed
 from tests.kit.postgres import PgServer
-from tests.strategies import make_position
+from tests.strategies import make_intent, make_position
 
 pytestmark = pytest.mark.integration
 
@@ -301,24 +301,8 @@ def test_a_snapshot_taken_after_waiting_for_the_lock_sees_what_the_holder_commit
 
 
 def _leg(coid: str, position_id: int) -> OrderIntent:
-    return OrderIntent(
-        client_order_id=coid,
-        origin="signal",
-        position_id=position_id,
-        leg="FUT",
-        seq=1,
-        attempt=1,
-        symbol="GOLDM05DEC25FUT",
-        exchange="MCX",
-        action="BUY",
-        product="NRML",
-        pricetype="MARKET",
-        quantity=1,
-        lots=1,
-        ref_price=78_000.5,
-        group_id="g1",
-        instrument="GOLD_MINI",
-    )
+    leg: OrderIntent = make_intent(coid, position_id, quantity=1, lots=1, instrument="GOLD_MINI")
+    return leg
 
 
 def test_under_the_lock_new_positions_and_intents_go_out_with_the_commit(
