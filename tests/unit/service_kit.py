@@ -11,7 +11,7 @@ from pm_adapters.paper import PaperBroker
 from pm_adapters.ratebudget import LocalRateBudget
 from pm_core.config import DomainConfig, default_config
 from pm_core.model import ReceivedSignal
-from pm_core.ports import Ports, RateBudget
+from pm_core.ports import Clock, Ports, RateBudget
 from pm_core.service.api import SignalResult
 from pm_core.service.limits import ServiceLimits
 from pm_core.service.pipeline import SignalService
@@ -40,11 +40,15 @@ def memory_service(
     broker: PaperBroker,
     config: DomainConfig | None = None,
     rate: RateBudget | None = None,
+    clock: Clock | None = None,
     **limits: Any,
 ) -> SignalService:
-    """A service on one shared in-memory store, fast fill polls; ``limits`` override."""
-    clock = SystemClock()
-    uow = MemoryUnitOfWorkFactory()
+    """A service on one shared in-memory store, fast fill polls; ``limits`` override.
+
+    With ``clock`` (a ManualClock, say) the store stamps its rows on that clock too.
+    """
+    clock = clock or SystemClock()
+    uow = MemoryUnitOfWorkFactory(now=clock.now)
     uow.initialise(5_000_000.0)
     coordination = MemoryCoordination(clock)
     ports = Ports(
@@ -66,3 +70,14 @@ def send(service: SignalService, body: dict[str, Any], request_id: str = "r1") -
     assert not isinstance(signal, tuple), signal
     received = ReceivedSignal(signal, fingerprint(signal), service.ports.clock.now())
     return service.handle(received, request_id)
+
+
+def lookup_service(
+    broker: PaperBroker,
+    rate: RateBudget | None = None,
+    clock: Clock | None = None,
+    **limits: Any,
+) -> SignalService:
+    """memory_service sizing as signalled, with short unknown-order look-ups (overridable)."""
+    quick = {"not_found_after_s": 0.05, "lookup_spacing_s": 0.01, **limits}
+    return memory_service(broker, default_config(sizing_mode="as_signalled"), rate, clock, **quick)

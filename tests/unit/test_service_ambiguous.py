@@ -5,9 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from pm_adapters.paper import PaperBroker
-from pm_core.config import default_config
 from pm_core.ports import Accepted, OrderRequest, SubmitResult, Unknown
-from tests.unit.service_kit import gold_entry, memory_service, send
+from tests.unit.service_kit import gold_entry, lookup_service, send
 
 FUTURE = "GOLDM05JAN26FUT"
 
@@ -31,12 +30,7 @@ class UnknownOnce(PaperBroker):
 
 def test_ambiguous_order_holds_then_operator_binding_settles() -> None:
     broker = UnknownOnce()
-    service = memory_service(
-        broker,
-        default_config(sizing_mode="as_signalled"),
-        not_found_after_s=0.2,
-        lookup_spacing_s=0.01,
-    )
+    service = lookup_service(broker, not_found_after_s=0.2)
     # A manual order with the same parameters: the lost reply cannot be told apart from it.
     broker.place(OrderRequest(FUTURE, "MCX", "BUY", "NRML", "MARKET", 1, Decimal("78500")))
     first = send(service, gold_entry(lots=1))
@@ -65,13 +59,8 @@ def test_ambiguous_order_holds_then_operator_binding_settles() -> None:
 
 def test_not_placed_on_an_old_entry_fails_it_without_a_new_order() -> None:
     broker = UnknownOnce()
-    service = memory_service(
-        broker,
-        default_config(sizing_mode="as_signalled"),
-        not_found_after_s=0.2,
-        lookup_spacing_s=0.01,
-        max_resume_age_s=0.0,  # any entry is already too old to complete
-    )
+    # Any entry is already too old to complete.
+    service = lookup_service(broker, not_found_after_s=0.2, max_resume_age_s=0.0)
     broker.place(OrderRequest(FUTURE, "MCX", "BUY", "NRML", "MARKET", 1, Decimal("78500")))
     assert send(service, gold_entry(lots=1)).http_status == 202
     with service.ports.uow.begin("signal", read_only=True) as unit:

@@ -17,18 +17,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 from pm_adapters.clock import ManualClock
-from pm_adapters.memory.coordination import MemoryCoordination
-from pm_adapters.memory.uow import MemoryUnitOfWorkFactory
 from pm_adapters.paper import PaperBroker
-from pm_adapters.ratebudget import LocalRateBudget
-from pm_core.config import default_config
 from pm_core.errors import RateBudgetExceeded
 from pm_core.model import ReceivedSignal
 from pm_core.ports import (
     Ok,
     OrderRequest,
     OrderStatus,
-    Ports,
     ReadError,
     ReadResult,
     StoredIntent,
@@ -36,10 +31,9 @@ from pm_core.ports import (
     TradeRow,
     Unknown,
 )
-from pm_core.service.limits import ServiceLimits
 from pm_core.service.pipeline import SignalService
 from pm_core.signal import fingerprint, validate
-from tests.unit.service_kit import gold_entry, memory_service, send
+from tests.unit.service_kit import gold_entry, lookup_service, send
 from tests.unit.test_service_ambiguous import UnknownOnce
 
 
@@ -78,13 +72,7 @@ def status_of(service: SignalService, signal_id: int) -> str:
 
 def test_unreadable_books_hold_the_signal_and_the_resolver_binds_the_order_later() -> None:
     broker = BlindBooks()
-    service = memory_service(
-        broker,
-        default_config(sizing_mode="as_signalled"),
-        not_found_after_s=0.05,
-        lookup_spacing_s=0.01,
-        held_result_retry_ms=20,
-    )
+    service = lookup_service(broker, held_result_retry_ms=20)
     try:
         first = send(service, gold_entry(lots=1))
         assert (first.http_status, first.body["state"]) == (202, "processing")
@@ -127,12 +115,7 @@ def test_two_readable_lookups_without_the_order_conclude_not_found_and_the_entry
 ):
     broker = NeverReached()
     broker.blind.clear()
-    service = memory_service(
-        broker,
-        default_config(sizing_mode="as_signalled"),
-        not_found_after_s=0.05,
-        lookup_spacing_s=0.01,
-    )
+    service = lookup_service(broker)
     try:
         answer = send(service, gold_entry(lots=1))
         assert (answer.http_status, answer.body["status"]) == (200, "executed")
@@ -150,28 +133,15 @@ def test_a_send_still_unknown_when_its_exchange_day_ends_turns_ambiguous() -> No
     # 23:20 IST on a Monday: Gold Mini trades until 23:30.
     clock = ManualClock(dt.datetime(2026, 1, 5, 17, 50, tzinfo=dt.UTC))
     broker = BlindBooks()
-    uow = MemoryUnitOfWorkFactory(now=clock.now)  # sent_at on the same simulated clock
-    uow.initialise(5_000_000.0)
-    coordination = MemoryCoordination(clock)
-    ports = Ports(
-        clock=clock,
-        uow=uow,
-        lock=coordination.signal_lock("i1"),
-        leader=coordination.leader("i1"),
-        registry=coordination.registry(),
-        broker=broker,
-        rate=LocalRateBudget(100, 100, 1000, live_instances=lambda: 1),
+    service = lookup_service(
+        broker, clock=clock, not_found_after_s=7200, lookup_spacing_s=600, held_result_max_s=1
     )
-    limits = ServiceLimits(
-        instance_id="i1", not_found_after_s=7200, lookup_spacing_s=600, held_result_max_s=1
-    )
-    service = SignalService(ports, default_config(sizing_mode="as_signalled"), limits)
     try:
         signal = validate(gold_entry(lots=1, timestamp="2026-01-05T23:20:00"), service.config)
         assert not isinstance(signal, tuple), signal
         result = service.handle(ReceivedSignal(signal, fingerprint(signal), clock.now()), "r1")
         assert result.http_status == 202
-        with ports.uow.begin("signal", read_only=True) as unit:
+        with service.ports.uow.begin("signal", read_only=True) as unit:
             (intent,) = unit.intents.unresolved()
             block = unit.blocks.get("GOLD_MINI")
         assert intent.state == "ambiguous"
@@ -188,13 +158,7 @@ def test_a_send_still_unknown_when_its_exchange_day_ends_turns_ambiguous() -> No
 def test_an_entry_is_completed_only_while_younger_than_max_resume_age_from_its_receipt() -> None:
     broker = NeverReached()
     broker.blind.clear()
-    service = memory_service(
-        broker,
-        default_config(sizing_mode="as_signalled"),
-        not_found_after_s=0.05,
-        lookup_spacing_s=0.01,
-        max_resume_age_s=60.0,
-    )
+    service = lookup_service(broker, max_resume_age_s=60.0)
     try:
         # Received 90 s ago (it waited in the queue, say): its first send is fresh, but the
         # entry is too old to send its lots again once the first order proves never placed.
@@ -229,7 +193,7 @@ class Starved:
 def test_no_order_token_keeps_the_intent_pending_until_one_is_granted() -> None:
     broker = PaperBroker()
     rate = Starved(refusals=3)
-    service = memory_service(broker, default_config(sizing_mode="as_signalled"), rate)
+    service = lookup_service(broker, rate)
     try:
         answer = send(service, gold_entry(lots=1))
         assert (answer.http_status, answer.body["status"]) == (200, "executed"), answer.body
@@ -243,9 +207,7 @@ def test_no_order_token_keeps_the_intent_pending_until_one_is_granted() -> None:
 def test_an_alert_too_old_to_act_on_fails_its_unsent_leg_when_no_token_comes() -> None:
     broker = PaperBroker()
     rate = Starved(refusals=1_000_000)
-    service = memory_service(
-        broker, default_config(sizing_mode="as_signalled"), rate, max_resume_age_s=0.2
-    )
+    service = lookup_service(broker, rate, max_resume_age_s=0.2)
     try:
         answer = send(service, gold_entry(lots=1))
         assert (answer.http_status, answer.body["status"]) == (200, "failed"), answer.body
