@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pm_adapters.paper import PaperBroker
 from pm_core.ports import Ok
+from tests.kit.serve import bn_payload
 from tests.unit.service_kit import memory_service, send
 
 
@@ -12,18 +13,7 @@ def test_orders_placed_counts_every_order_the_broker_took() -> None:
     service = memory_service(broker)
     # The PE leg is refused: the filled CE leg is sold back (an unwind order).
     broker.reject_next(symbol="BANKNIFTY30DEC2552000PE", message="RMS: circuit limit")
-    body = {
-        "type": "BASE_ENTRY",
-        "instrument": "BANK_NIFTY",
-        "position": "Long_1",
-        "price": 52000,
-        "stop": 51900,
-        "lots": 0,
-        "atr": 100,
-        "er": 0.85,
-        "supertrend": 51900,
-        "timestamp": "2025-12-01T10:30:00",
-    }
+    body = bn_payload("BASE_ENTRY", timestamp="2025-12-01T10:30:00")
     assert send(service, body).body["status"] == "failed"
     book = broker.order_book()
     assert isinstance(book, Ok) and len(book.value) == 2  # the CE buy and its unwind
