@@ -86,7 +86,9 @@ class App:
         self.recovery: RecoveryReport | None = None
         self._closed = False
         # /ready's database probe runs here, so a database that hangs costs /ready no more
-        # than PM_READY_DB_TIMEOUT_MS; a probe still hanging is waited on, not repeated.
+        # than PM_READY_DB_TIMEOUT_MS; a probe still hanging is waited on, not repeated. Its
+        # thread is a daemon (not a pool worker): a probe stuck on a hung database must not
+        # keep the process from exiting.
         self._probe: Future[dict[str, Any]] | None = None
         self._probe_lock = threading.Lock()
 
