@@ -200,8 +200,11 @@ class Executor:
                     # definitively rejected (service.md 2.4); else the filled legs unwind.
                     # The entry's age runs from the alert's receipt, so an old alert (an
                     # operator's `not placed` long after) is never completed late.
-                    born = self._received_at(final) or final.sent_at
-                    age = (self.ports.clock.now() - _utc(born)).total_seconds() if born else 0.0
+                    age = self._alert_age_s(final)
+                    if age is None:
+                        sent = final.sent_at
+                        now = self.ports.clock.now()
+                        age = (now - _utc(sent)).total_seconds() if sent else 0.0
                     final = self._retry_leg(
                         fence, final, _ENTRY_RETRY_STATES, self.limits.max_resume_age_s - age
                     )
@@ -217,21 +220,15 @@ class Executor:
             attention = True
         return finals, attention
 
-    def _too_old_to_send(self, stored: StoredIntent) -> bool:
-        """The intent's alert is PM_MAX_RESUME_AGE_S old (leader-origin intents: at once)."""
-        born = self._received_at(stored)
-        if born is None:
-            return True
-        age_s = (self.ports.clock.now() - _utc(born)).total_seconds()
-        return age_s >= self.limits.max_resume_age_s
-
-    def _received_at(self, stored: StoredIntent) -> dt.datetime | None:
-        """When the intent's signal arrived (None for leader-origin intents)."""
+    def _alert_age_s(self, stored: StoredIntent) -> float | None:
+        """Seconds since the intent's alert arrived (None for leader-origin intents)."""
         signal_id = stored.signal_id
         if signal_id is None:
             return None
         row = self._tx(lambda u: u.signals.get(signal_id))
-        return row.received_at if row is not None else None
+        if row is None:
+            return None
+        return (self.ports.clock.now() - _utc(row.received_at)).total_seconds()
 
     @staticmethod
     def _filled_lots(stored: StoredIntent) -> int:
@@ -385,13 +382,19 @@ class Executor:
         ``follow``. ``limit`` is the fill price when the broker reports none (a LIMIT order)."""
         clock = self.ports.clock
         first_claim: float | None = None
+        give_up_at: float | None = None  # monotonic; set at the first refused token
         while True:
             try:
                 self.ports.rate.take("order")
             except RateBudgetExceeded as exc:
                 # No token is an error for this call only: the intent stays pending and asks
-                # again while its alert is young enough to act on (openalgo.md 7).
-                if self._too_old_to_send(stored):
+                # again while its alert is younger than PM_MAX_RESUME_AGE_S (openalgo.md 7;
+                # leader-origin intents, which have no alert, give up at once).
+                if give_up_at is None:
+                    age = self._alert_age_s(stored)
+                    left = self.limits.max_resume_age_s - age if age is not None else 0.0
+                    give_up_at = clock.monotonic() + left
+                if clock.monotonic() >= give_up_at:
                     return self._move(stored, "failed", {"last_error": f"rate budget: {exc}"})
                 log.warning(
                     "no order token yet; the intent stays pending",
