@@ -425,9 +425,7 @@ class Executor:
                     result.order_id, claimed.intent.client_order_id
                 )
                 if isinstance(status, Ok) and status.value.status.upper() == "COMPLETE":
-                    average = (
-                        status.value.average_price or self._trade_fill(result.order_id)[1] or limit
-                    )
+                    average = self._fill_price(status.value, limit)
                     bound.update(filled_quantity=claimed.intent.quantity, average_price=average)
                     return self._move(claimed, "filled", bound)
                 return follow(self._move(claimed, "accepted", bound))
@@ -492,8 +490,7 @@ class Executor:
             if isinstance(status, Ok):
                 state = status.value.status.upper()
                 if state == "COMPLETE":
-                    average = status.value.average_price or self._trade_fill(order_id)[1] or price
-                    return self._finish(stored, "filled", intent.quantity, average)
+                    return self._completed(stored, status.value, price)
                 if state in ("REJECTED", "CANCELLED"):
                     filled, traded = self._trade_fill(order_id)
                     if not filled:
@@ -514,8 +511,7 @@ class Executor:
         if final is None:
             return stored  # still live: followed again later, no MARKET order meanwhile
         if final.status.upper() == "COMPLETE":
-            average = final.average_price or self._trade_fill(order_id)[1] or price
-            return self._finish(stored, "filled", intent.quantity, average)
+            return self._completed(stored, final, price)
         filled, traded = self._trade_fill(order_id)
         if filled >= intent.quantity:
             return self._finish(stored, "filled", intent.quantity, traded or price)
@@ -597,8 +593,7 @@ class Executor:
             if isinstance(status, Ok):
                 state = status.value.status.upper()
                 if state == "COMPLETE":
-                    average = status.value.average_price or self._trade_fill(order_id)[1]
-                    return self._finish(stored, "filled", stored.intent.quantity, average)
+                    return self._completed(stored, status.value)
                 if state in ("REJECTED", "CANCELLED"):
                     filled, average = self._trade_fill(order_id)
                     final: IntentState = (
@@ -610,12 +605,24 @@ class Executor:
                 if ended is None:
                     return stored  # still live: followed again later, nothing sent for it
                 if ended.status.upper() == "COMPLETE":
-                    average = ended.average_price or self._trade_fill(order_id)[1]
-                    return self._finish(stored, "filled", stored.intent.quantity, average)
+                    return self._completed(stored, ended)
                 filled, average = self._trade_fill(order_id)
                 return self._finish(stored, "cancelled", filled, average, "fill timeout")
             clock.sleep(delay)
             delay = min(delay * 2, self.limits.fill_poll_max_ms / 1000)
+
+    def _fill_price(self, status: OrderStatus, limit: Decimal | None = None) -> Decimal | None:
+        """A complete order's price (openalgo.md 2): the reported average, else the trade
+        book's, else (a LIMIT order) its limit."""
+        return status.average_price or self._trade_fill(status.order_id)[1] or limit
+
+    def _completed(
+        self, stored: StoredIntent, status: OrderStatus, limit: Decimal | None = None
+    ) -> StoredIntent:
+        """Record a COMPLETE order: the whole quantity at its fill price."""
+        return self._finish(
+            stored, "filled", stored.intent.quantity, self._fill_price(status, limit)
+        )
 
     def _trade_fill(self, order_id: str) -> tuple[int, Decimal | None]:
         trades = self.ports.broker.trade_book()
