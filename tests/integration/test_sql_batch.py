@@ -18,7 +18,16 @@ from pm_adapters.sql.tables import metadata, portfolio_positions
 from pm_adapters.sql.uow import SqlUnitOfWorkFactory
 from pm_core.config import gold_mini
 from pm_core.errors import ClaimLost, DuplicateKey, StaleVersionError
-from pm_core.model import ChangeSet, Decision, Mark, OrderIntent, PendingExit, Signal
+from pm_core.model import (
+    Block,
+    ChangeSet,
+    Decision,
+    Mark,
+    OrderIntent,
+    PendingExit,
+    PyramidingState,
+    Signal,
+)
 from pm_core.ports import Claimed
 from tests.kit.postgres import PgServer
 from tests.strategies import make_intent, make_position
@@ -353,3 +362,46 @@ def test_a_duplicate_client_order_id_under_the_lock_fails_the_commit(
     with factory.begin(read_only=True) as uow:
         assert uow.portfolio.read().version == snap.version
         assert uow.statistics.read()["orders_placed"] == 0.0
+
+
+def test_snapshot_rows_repeat_from_the_memo_and_changes_are_always_seen(
+    pg_server: PgServer,
+) -> None:
+    """Two factories on one database play two instances: what one writes the other reads at
+    once, though both serve unchanged per-instrument rows from their memo."""
+    url = pg_server.create_database("memo")
+    engine_a, engine_b = create_engine(url), create_engine(url)
+    metadata.create_all(engine_a)
+    a, b = SqlUnitOfWorkFactory(engine_a), SqlUnitOfWorkFactory(engine_b)
+    a.initialise(5_000_000.0)
+    try:
+        first = ChangeSet(
+            marks={"GOLD_MINI": Mark(79_000.0, 500.0, T0), "BANK_NIFTY": Mark(50_000.0, 300.0, T0)},
+            pyramiding={"GOLD_MINI": PyramidingState(None, 79_000.0)},
+        )
+        with a.begin() as uow:
+            uow.portfolio.save(first, uow.portfolio.lock().version)
+            uow.commit()
+        with a.begin() as uow:
+            before = uow.portfolio.lock()
+        with b.begin() as uow:  # the other instance moves one instrument only
+            snap = uow.portfolio.lock()
+            later = T0 + dt.timedelta(minutes=1)
+            changes = ChangeSet(
+                marks={"GOLD_MINI": Mark(79_400.0, 510.0, later)},
+                pyramiding={"GOLD_MINI": PyramidingState(None, 79_400.0)},
+                blocks={"GOLD_MINI": Block("reconciliation", later, {})},
+            )
+            uow.portfolio.save(changes, snap.version)
+            uow.commit()
+        with a.begin() as uow:
+            after = uow.portfolio.lock()
+        assert after.marks["GOLD_MINI"] == Mark(79_400.0, 510.0, later)
+        assert after.pyramiding["GOLD_MINI"] == PyramidingState(None, 79_400.0)
+        assert after.blocks["GOLD_MINI"].reason == "reconciliation"
+        # The unchanged instrument's values were converted once and are shared (frozen).
+        assert after.marks["BANK_NIFTY"] is before.marks["BANK_NIFTY"]
+        assert after.marks["BANK_NIFTY"] == Mark(50_000.0, 300.0, T0)
+    finally:
+        a.close()
+        b.close()

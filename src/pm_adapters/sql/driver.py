@@ -46,8 +46,11 @@ class Compiled:
             values[name] = process(values[name])
         return values
 
-    def rows(self, dialect: Any, cursor: Any) -> list[Any]:
-        """The cursor's rows, converted by the columns' result processors."""
+    def rows(self, dialect: Any, cursor: Any, memo: RowMemo | None = None) -> list[Any]:
+        """The cursor's rows, converted by the columns' result processors.
+
+        With ``memo``, a row received before (equal raw values) is served converted from it.
+        """
         converters = self.converters
         if converters is None:
             # psycopg builds the description anew on each access: read it once per statement.
@@ -64,13 +67,51 @@ class Compiled:
             return [make(row) for row in rows]
         out = []
         for row in rows:
+            if memo is not None:
+                known = memo.get(row)
+                if known is not None:
+                    out.append(known)
+                    continue
             values = list(row)
             for i, convert in converting:
                 value = values[i]
                 if value is not None:  # NULL stays None for every type we use
                     values[i] = convert(value)
-            out.append(make(values))
+            converted = make(values)
+            if memo is not None:
+                memo.put(row, converted)
+            out.append(converted)
         return out
+
+
+class RowMemo:
+    """Converted rows by their raw values, for a statement whose rows mostly repeat.
+
+    The portfolio snapshot returns a row per instrument on every T1 and T2, and most of them
+    are unchanged since the last read; converting them again (NUMERIC to float, timestamps to
+    aware UTC) is work done while every other writer waits for the portfolio lock. Rows with
+    unhashable values (arrays, JSON) are never kept. The memo is cleared when it reaches
+    ``size``, so it stays bounded however the rows change.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._rows: dict[Any, Any] = {}
+
+    def get(self, raw: Any) -> Any:
+        try:
+            return self._rows.get(raw)
+        except TypeError:  # unhashable: a list or dict among the values
+            return None
+
+    def put(self, raw: Any, converted: Any) -> None:
+        try:
+            hash(raw)
+        except TypeError:
+            return
+        if len(self._rows) >= self.size:
+            self._rows.clear()
+        self._rows[raw] = converted
 
 
 _cache: dict[tuple[int, frozenset[str]], tuple[Any, Compiled]] = {}

@@ -33,6 +33,7 @@ from pm_adapters.sql import driver
 from pm_adapters.sql import functions as _functions  # noqa: F401  (create_all makes the functions)
 from pm_adapters.sql import rows as rowconv
 from pm_adapters.sql.batch import WriteBatch
+from pm_adapters.sql.driver import RowMemo
 from pm_adapters.sql.redact import redact_url
 from pm_adapters.sql.retry import translate
 from pm_adapters.sql.tables import (
@@ -214,6 +215,10 @@ class SqlUnitOfWorkFactory:
         # is known need not be fetched and converted again: the snapshot is still a fresh
         # read, only the conversion of unchanged rows is skipped.
         self.positions_cache = PositionCache()
+        # Snapshot rows repeat from one read to the next (RowMemo): the converted
+        # rows, and the values built from them.
+        self.snapshot_rows = RowMemo()
+        self.snapshot_values = RowMemo()
         # PostgreSQL: ids drawn ahead from the tables' sequences, so rows inserted under the
         # portfolio lock can join the unit's write batch (their ids are known before they
         # are sent). Sequences never hand out a value twice; unused ones are only a gap.
@@ -382,14 +387,20 @@ class SqlUnitOfWork:
             self._start(), sql, params, translate=lambda e: translate(e, self.factory.url)
         )
 
-    def fetch(self, statement: Any, params: Mapping[str, Any] | None = None) -> list[Any]:
-        """All rows of a statement built once at import (the driver path on PostgreSQL)."""
+    def fetch(
+        self,
+        statement: Any,
+        params: Mapping[str, Any] | None = None,
+        memo: RowMemo | None = None,
+    ) -> list[Any]:
+        """All rows of a statement built once at import (the driver path on PostgreSQL);
+        ``memo`` serves repeated rows converted (``RowMemo``)."""
         if not self.is_pg:
             return list(self.x(statement, params))
         dialect = self.factory.engine.dialect
         compiled = driver.compiled(statement, dialect, frozenset(params or ()))
         cursor = self.driver(compiled.sql, compiled.bind(params) if params else None)
-        return compiled.rows(dialect, cursor)
+        return compiled.rows(dialect, cursor, memo)
 
     def known_to_be_empty(self, key: tuple[str, str]) -> bool:
         """True once if a probe showed this look-up empty and nothing happened since."""
@@ -575,6 +586,20 @@ _SNAPSHOT_Q = sa.union_all(
 )
 
 
+def _instrument_values(
+    r: Any,
+) -> tuple[PyramidingState | None, Mark | None, Block | None]:
+    """An ``i`` row of the snapshot as values (shared while the row is unchanged: frozen)."""
+    pyramid = (
+        PyramidingState(r.base_position_id, r.last_pyramid_price)
+        if r.base_position_id is not None or r.last_pyramid_price is not None
+        else None
+    )
+    mark = Mark(r.mark_price, r.mark_atr, r.mark_ts) if r.mark_price is not None else None
+    block = Block(r.reason, r.since, r.detail or {}) if r.reason is not None else None
+    return pyramid, mark, block
+
+
 def _pg_snapshot(take_lock: bool) -> Any:
     """``pm_portfolio_snapshot()`` (pm_adapters.sql.functions) with its rows' column types."""
     return sa.text(
@@ -620,7 +645,8 @@ class _PortfolioRepo:
         locking = lock and not uow.read_only
         if uow.is_pg:
             # The state row (locked or not) and the rest in one round trip (functions.py).
-            rows = uow.fetch(_PG_LOCK_Q if locking else _PG_READ_Q)
+            memo = uow.factory.snapshot_rows
+            rows = uow.fetch(_PG_LOCK_Q if locking else _PG_READ_Q, None, memo)
             if not rows or rows[0].kind != "s":
                 raise NotInitialised(_NOT_INIT)
             row, rest = rows[0], rows[1:]
@@ -637,6 +663,7 @@ class _PortfolioRepo:
         marks: dict[str, Mark] = {}
         blocks: dict[str, Block] = {}
         live_versions: dict[int, int] = {}
+        instrument_values = uow.factory.snapshot_values
         for r in rest:
             if r.kind == "p":
                 if uow.is_pg:
@@ -644,14 +671,17 @@ class _PortfolioRepo:
                 else:
                     live_versions[r.id] = r.version
                 continue
-            if r.base_position_id is not None or r.last_pyramid_price is not None:
-                pyramiding[r.p_instrument] = PyramidingState(
-                    r.base_position_id, r.last_pyramid_price
-                )
-            if r.mark_price is not None:
-                marks[r.p_instrument] = Mark(r.mark_price, r.mark_atr, r.mark_ts)
-            if r.reason is not None:
-                blocks[r.b_instrument] = Block(r.reason, r.since, r.detail or {})
+            values = instrument_values.get(r)
+            if values is None:
+                values = _instrument_values(r)
+                instrument_values.put(r, values)
+            pyramid, mark, block = values
+            if pyramid is not None:
+                pyramiding[r.p_instrument] = pyramid
+            if mark is not None:
+                marks[r.p_instrument] = mark
+            if block is not None:
+                blocks[r.b_instrument] = block
         cache = uow.factory.positions_cache
         if uow.wrote_positions:
             # Rows this unit changed are not committed: never serve or remember them.
