@@ -42,7 +42,6 @@ NO_EFFECT_YET = frozenset(
     {
         "cache_notice_max_age_ms",
         "rollover_interval_s",
-        "stats_export_s",
     }
 )
 
@@ -363,7 +362,11 @@ GROUPS: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (
                 "Flush interval of buffered statistics counters (signals received, L1/L2/L3 "
                 "duplicates, invalid requests).",
             ),
-            ("stats_export_s", "Export interval of the `pm_stat_*` gauges."),
+            (
+                "stats_export_s",
+                "Interval of the leader's statistics export: the `pm_stat_*` gauges show the "
+                "counters as of the last export.",
+            ),
             (
                 "retention_at",
                 "Daily retention time, local time of `[portfolio] timezone` (SQL stores).",

@@ -392,7 +392,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(hosted: HostedApp, settings: Settings) -> Starlette:
     """The pm HTTP application for ``hosted`` (registers a Prometheus observer on it)."""
     observer = PrometheusObserver()
-    observer.registry.register(StatusCollector(hosted.status))
+    observer.registry.register(StatusCollector(hosted.status, hosted.exported_statistics))
     hosted.set_observer(observer)
     host = WebhookHost(hosted, settings, observer)
     handlers = {

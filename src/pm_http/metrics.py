@@ -134,10 +134,16 @@ class PrometheusObserver:
 
 
 class StatusCollector(Collector):
-    """Instance-wide gauges read from ``status()`` at each scrape (never raises)."""
+    """Instance-wide gauges read from ``status()`` at each scrape (never raises); the
+    ``pm_stat_*`` gauges from ``exported()``, the leader's last statistics export."""
 
-    def __init__(self, status: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        status: Callable[[], Mapping[str, Any]],
+        exported: Callable[[], Mapping[str, float] | None],
+    ) -> None:
         self._status = status
+        self._exported = exported
 
     def describe(self) -> list[Any]:
         # Empty: registering must not call status() (the app may not be started yet).
@@ -167,14 +173,16 @@ class StatusCollector(Collector):
             label = inst.get("instrument") if isinstance(inst, Mapping) else inst
             blocked.add_metric([str(label)], 1.0)
         yield blocked
-        if status.get("leader"):
-            stats = status.get("statistics") or {}
-            if isinstance(stats, Mapping):
-                for key, value in sorted(stats.items()):
-                    if isinstance(value, int | float) and not isinstance(value, bool):
-                        g = GaugeMetricFamily(f"pm_stat_{key}", f"Cluster statistic {key}")
-                        g.add_metric([], float(value))
-                        yield g
+        try:
+            stats = self._exported() or {}
+        except Exception:
+            log.warning("exported statistics unavailable for /metrics", exc_info=True)
+            stats = {}
+        for key, value in sorted(stats.items()):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                g = GaugeMetricFamily(f"pm_stat_{key}", f"Cluster statistic {key}")
+                g.add_metric([], float(value))
+                yield g
 
 
 def _number(value: object) -> float:

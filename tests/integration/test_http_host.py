@@ -330,6 +330,32 @@ def test_metrics_names_and_counts(host: HttpHost) -> None:
     assert count is not None and float(count.group(1)) >= 1.0
 
 
+def _stat(host: HttpHost, name: str, timeout_s: float = 10.0) -> float | None:
+    """The pm_stat_<name> gauge once the leader has exported it (None if it never does)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = re.search(rf"^pm_stat_{name} (\S+)$", host.request("GET", "/metrics").text, re.M)
+        if found is not None or time.monotonic() > deadline:
+            return float(found.group(1)) if found is not None else None
+        time.sleep(0.05)
+
+
+def test_statistics_gauges_are_the_leaders_last_export() -> None:
+    # Exported once right after election, then not for an hour: a later signal shows in
+    # /status at once but not in the gauges.
+    with HttpHost({"PM_STATS_EXPORT_S": "3600"}) as host:
+        assert _stat(host, "entries_executed") == 0.0
+        assert host.webhook(BASE_ENTRY).json()["status"] == "executed"
+        assert host.admin("/status").json()["statistics"]["entries_executed"] == 1
+        assert _stat(host, "entries_executed", timeout_s=0.0) == 0.0
+    with HttpHost({"PM_STATS_EXPORT_S": "0.05"}) as host:
+        assert host.webhook(BASE_ENTRY).json()["status"] == "executed"
+        deadline = time.monotonic() + 10
+        while _stat(host, "entries_executed") != 1.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _stat(host, "entries_executed") == 1.0
+
+
 def test_metrics_token() -> None:
     with HttpHost({"PM_METRICS_TOKEN": "scrape"}) as host:
         assert host.request("GET", "/metrics").status_code == 401

@@ -83,6 +83,8 @@ class App:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.scheduler: LeaderScheduler | None = None
+        # The trading statistics as the leader's export job last read them (service.md 12).
+        self._exported: Mapping[str, float] | None = None
         self.recovery: RecoveryReport | None = None
         self._closed = False
         # /ready's database probe runs here, so a database that hangs costs /ready no more
@@ -392,6 +394,9 @@ class App:
         )
         self.scheduler.add(IntervalJob("orphan_sweep", s.sweep_interval_s, self._sweep))
         self.scheduler.add(IntervalJob("lock_cleanup", s.lock_cleanup_s, self._lock_cleanup))
+        self.scheduler.add(
+            IntervalJob("statistics_export", s.stats_export_s, self._export_statistics)
+        )
         if self.broker_name == "openalgo":
             self.scheduler.add(
                 IntervalJob("reconciliation", s.reconcile_interval_s, self._reconcile_job)
@@ -419,6 +424,17 @@ class App:
         return lambda epoch: log.info(
             "retention", extra={"report": repr(run_retention(engine, epoch, policy))}
         )
+
+    def _export_statistics(self, epoch: int) -> None:
+        del epoch  # a read: nothing to fence
+        with self.ports.uow.begin("signal", read_only=True) as unit:
+            self._exported = dict(unit.statistics.read())
+
+    def exported_statistics(self) -> Mapping[str, float] | None:
+        """The cluster statistics of the last ``PM_STATS_EXPORT_S`` export, while this instance
+        leads (the ``pm_stat_*`` gauges come from the leader only); None otherwise."""
+        lease = self.scheduler.lease if self.scheduler is not None else None
+        return self._exported if lease is not None else None
 
     def _sweep(self, epoch: int) -> None:
         del epoch  # takeovers are fenced by claim epochs, not the leader epoch

@@ -60,6 +60,10 @@ class HostedApp(Protocol):
         """GET /status body without request_id (webhook.md 2)."""
         ...
 
+    def exported_statistics(self) -> Mapping[str, float] | None:
+        """The statistics the leader last exported (None unless this instance leads)."""
+        ...
+
     def positions(self, status: str | None, limit: int) -> Mapping[str, Any]:
         """GET /positions body without request_id (webhook.md 2)."""
         ...
