@@ -187,6 +187,25 @@ def test_duplicate_layers_l1_l3_l2_and_near(app: App) -> None:
     assert len(app.ports.broker.placed) == 1  # type: ignore[attr-defined]
 
 
+def test_a_repeat_past_its_deadline_is_answered_duplicate_not_with_the_original(
+    app: App,
+) -> None:
+    # Two deliveries of one alert on one instance: the first decides it; the second waited
+    # for a worker past the response deadline, so the host asks in_progress for its answer.
+    base = gold_payload("BASE_ENTRY")
+    signal = received(app, base)
+    first = app.service.handle(signal, "req-first")
+    assert first.http_status == 200 and first.body["status"] == "executed"
+    # The first delivery's own late answer is its outcome ...
+    assert app.service.in_progress(signal, "req-first") == first
+    # ... a repeat's is a duplicate carrying that outcome as its original.
+    late = rendered(app.service.in_progress(signal, "req-repeat"))
+    assert (late["status"], late["duplicate_layer"]) == ("duplicate", "l1")
+    assert late["request_id"] == "req-repeat"
+    assert late["original"]["body"]["orders"] == first.body["orders"]
+    assert len(app.ports.broker.placed) == 1  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- barrier
 
 

@@ -330,9 +330,18 @@ class SignalService:
         No 2xx before T1 commits (service.md 5): if the signal is still waiting for its
         reservation, the caller is told to retry; a retry is answered from the stored row.
         """
-        entry = self.l1.get(received.fingerprint)
+        fp = received.fingerprint
+        entry = self.l1.get(fp)
         if entry is not None and entry.terminal is not None:
-            return entry.terminal
+            terminal = entry.terminal
+            if terminal.body.get("request_id") == request_id:
+                return terminal  # this delivery's own outcome, finished past its deadline
+            # Another delivery of the signal finished it while this one waited for a worker:
+            # a repeat is answered as a duplicate (webhook.md 1.3), never as a new decision.
+            self.observer.duplicate("l1")
+            self.count("duplicates_l1")
+            original = original_of(terminal.http_status, entry.completed_at, terminal.body)
+            return self._duplicate(request_id, "l1", entry.signal_id, fp, original)
         signal_id = entry.signal_id if entry is not None else None
         if signal_id is None:
             body = {
@@ -342,9 +351,7 @@ class SignalService:
                 "retry_after_s": 1,
             }
             return SignalResult(503, body, retry_after_s=1)
-        return SignalResult(
-            202, in_progress_body(request_id, signal_id, received.fingerprint, "processing")
-        )
+        return SignalResult(202, in_progress_body(request_id, signal_id, fp, "processing"))
 
     # ------------------------------------------------------------------ L2
 
