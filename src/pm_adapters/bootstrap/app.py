@@ -83,8 +83,8 @@ class App:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.scheduler: LeaderScheduler | None = None
-        # The trading statistics as the leader's export job last read them (service.md 12).
-        self._exported: Mapping[str, float] | None = None
+        # (leader epoch, trading statistics) as the export job last read them (service.md 12).
+        self._exported: tuple[int, Mapping[str, float]] | None = None
         self.recovery: RecoveryReport | None = None
         self._closed = False
         # /ready's database probe runs here, so a database that hangs costs /ready no more
@@ -426,15 +426,17 @@ class App:
         )
 
     def _export_statistics(self, epoch: int) -> None:
-        del epoch  # a read: nothing to fence
         with self.ports.uow.begin("signal", read_only=True) as unit:
-            self._exported = dict(unit.statistics.read())
+            self._exported = (epoch, dict(unit.statistics.read()))
 
     def exported_statistics(self) -> Mapping[str, float] | None:
-        """The cluster statistics of the last ``PM_STATS_EXPORT_S`` export, while this instance
-        leads (the ``pm_stat_*`` gauges come from the leader only); None otherwise."""
+        """The cluster statistics of the last ``PM_STATS_EXPORT_S`` export of this leadership
+        (the ``pm_stat_*`` gauges come from the leader only); None while not leading."""
         lease = self.scheduler.lease if self.scheduler is not None else None
-        return self._exported if lease is not None else None
+        exported = self._exported
+        if lease is None or exported is None or exported[0] != lease.epoch:
+            return None  # an export of an earlier term is not this leader's
+        return exported[1]
 
     def _sweep(self, epoch: int) -> None:
         del epoch  # takeovers are fenced by claim epochs, not the leader epoch
