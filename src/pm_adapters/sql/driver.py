@@ -13,11 +13,14 @@ invalidated so the pool never hands it out again.
 from __future__ import annotations
 
 import collections
+import functools
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
+import psycopg
 import sqlalchemy as sa
 
 Processor = Callable[[Any], Any] | None
@@ -176,6 +179,36 @@ def _returning(statement: Any) -> Sequence[Any]:
     return list(returning)
 
 
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%s")
+
+
+@functools.lru_cache(maxsize=2048)
+def positional(sql: str) -> tuple[bytes, tuple[str, ...]]:
+    """``sql`` with its ``%(name)s`` placeholders as PostgreSQL's ``$n``, and the names in
+    ``$n`` order (``%%`` becomes ``%``).
+
+    psycopg parses a query's placeholders on every execution once the query is longer than
+    4 kB or has more than 50 parameters (a signal's batched writes often are): converted
+    once here, the query goes out through a RawCursor as it is.
+    """
+    names: list[str] = []
+    index: dict[str, int] = {}
+
+    def placeholder(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "%%":
+            return "%"
+        name = match.group(1)
+        if name is None:
+            raise ValueError("positional %s placeholders are not supported here")
+        if name not in index:
+            names.append(name)
+            index[name] = len(names)
+        return f"${index[name]}"
+
+    return _PLACEHOLDER.sub(placeholder, sql).encode(), tuple(names)
+
+
 def run(
     connection: sa.Connection,
     sql: str,
@@ -186,9 +219,16 @@ def run(
     """Execute on the driver connection of ``connection``; the psycopg cursor."""
     raw = connection.connection.driver_connection
     assert raw is not None
-    cursor = raw.cursor()
+    if params is None:
+        cursor = raw.cursor()
+        query: str | bytes = sql
+        args: list[Any] | None = None
+    else:
+        cursor = psycopg.RawCursor(raw)
+        query, names = positional(sql)
+        args = [params[name] for name in names]
     try:
-        cursor.execute(sql, params)
+        cursor.execute(query, args)
     except Exception as exc:
         dialect = connection.dialect
         dbapi = dialect.loaded_dbapi

@@ -1,5 +1,5 @@
-"""``driver.RowMemo`` serves a repeated row converted once, never an unhashable one, and
-stays bounded."""
+"""The PostgreSQL driver path's helpers: ``RowMemo`` serves a repeated row converted once,
+never an unhashable one, and stays bounded; ``positional`` rewrites named placeholders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from pm_adapters.sql.driver import RowMemo
+import pytest
+
+from pm_adapters.sql.driver import RowMemo, positional
 
 T0 = dt.datetime(2025, 11, 28, 10, 30, tzinfo=dt.UTC)
 
@@ -39,3 +41,12 @@ def test_the_memo_is_cleared_when_full() -> None:
     assert [memo.get(("i", i)) for i in range(3)] == [0, 1, 2]
     memo.put(("i", 3), 3)  # full: starts over with this row
     assert [memo.get(("i", i)) for i in range(4)] == [None, None, None, 3]
+
+
+def test_named_placeholders_become_positional_once_per_name() -> None:
+    sql = "UPDATE t SET a = %(a)s, b = %(b)s WHERE a <> %(a)s AND c LIKE 'x%%' AND d = %(d_1)s"
+    query, names = positional(sql)
+    assert query == b"UPDATE t SET a = $1, b = $2 WHERE a <> $1 AND c LIKE 'x%' AND d = $3"
+    assert names == ("a", "b", "d_1")
+    with pytest.raises(ValueError, match="positional"):
+        positional("SELECT %s")
