@@ -368,7 +368,8 @@ def test_snapshot_rows_repeat_from_the_memo_and_changes_are_always_seen(
     pg_server: PgServer,
 ) -> None:
     """Two factories on one database play two instances: what one writes the other reads at
-    once, though both serve unchanged per-instrument rows from their memo."""
+    once, though both serve unchanged per-instrument rows from their memo and unchanged
+    positions from their cache."""
     url = pg_server.create_database("memo")
     engine_a, engine_b = create_engine(url), create_engine(url)
     metadata.create_all(engine_a)
@@ -376,6 +377,7 @@ def test_snapshot_rows_repeat_from_the_memo_and_changes_are_always_seen(
     a.initialise(5_000_000.0)
     try:
         first = ChangeSet(
+            create=(make_position(gold_mini(), id=-1, lots=2, entry=78_000.0, stop=77_000.0),),
             marks={"GOLD_MINI": Mark(79_000.0, 500.0, T0), "BANK_NIFTY": Mark(50_000.0, 300.0, T0)},
             pyramiding={"GOLD_MINI": PyramidingState(None, 79_000.0)},
         )
@@ -387,7 +389,9 @@ def test_snapshot_rows_repeat_from_the_memo_and_changes_are_always_seen(
         with b.begin() as uow:  # the other instance moves one instrument only
             snap = uow.portfolio.lock()
             later = T0 + dt.timedelta(minutes=1)
+            (opened,) = snap.positions
             changes = ChangeSet(
+                update=(opened.replace(current_stop=78_100.0),),
                 marks={"GOLD_MINI": Mark(79_400.0, 510.0, later)},
                 pyramiding={"GOLD_MINI": PyramidingState(None, 79_400.0)},
                 blocks={"GOLD_MINI": Block("reconciliation", later, {})},
@@ -396,6 +400,9 @@ def test_snapshot_rows_repeat_from_the_memo_and_changes_are_always_seen(
             uow.commit()
         with a.begin() as uow:
             after = uow.portfolio.lock()
+        # The position the other instance moved is fetched again (by id, one array parameter).
+        assert [(p.current_stop, p.version) for p in after.positions] == [(78_100.0, 2)]
+        assert before.positions[0].current_stop == 77_000.0
         assert after.marks["GOLD_MINI"] == Mark(79_400.0, 510.0, later)
         assert after.pyramiding["GOLD_MINI"] == PyramidingState(None, 79_400.0)
         assert after.blocks["GOLD_MINI"].reason == "reconciliation"

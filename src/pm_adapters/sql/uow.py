@@ -566,6 +566,11 @@ class PositionCache:
 _POSITIONS_BY_ID_Q = sa.select(*_POSITION_COLUMNS).where(
     _P.id.in_(sa.bindparam("ids", expanding=True))
 )
+# PostgreSQL: the ids as one array parameter, so the statement is built once and runs on the
+# driver path (an expanding IN is rendered anew for every list length).
+_PG_POSITIONS_BY_ID_Q = sa.select(*_POSITION_COLUMNS).where(
+    _P.id == sa.any_(sa.bindparam("ids", type_=pg_dialect.ARRAY(sa.BigInteger)))
+)
 _SNAPSHOT_Q = sa.union_all(
     sa.select(
         sa.literal("p").label("kind"),
@@ -689,10 +694,12 @@ class _PortfolioRepo:
         else:
             found, missing = cache.known(live_versions)
         if missing:
-            fetched = [
-                rowconv.position_from_row(r._mapping)
-                for r in uow.x(_POSITIONS_BY_ID_Q, {"ids": missing})
-            ]
+            rows_by_id = (
+                uow.fetch(_PG_POSITIONS_BY_ID_Q, {"ids": missing})
+                if uow.is_pg
+                else uow.x(_POSITIONS_BY_ID_Q, {"ids": missing})
+            )
+            fetched = [rowconv.position_from_row(r._mapping) for r in rows_by_id]
             found.extend(fetched)
             if not uow.wrote_positions:
                 cache.remember(fetched)
