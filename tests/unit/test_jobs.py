@@ -229,6 +229,24 @@ def test_failing_job_does_not_stop_the_others() -> None:
     assert [name for name, _ in scheduler.job_errors] == ["broken"]
 
 
+def test_job_failures_kept_are_bounded() -> None:
+    clock = ManualClock(ist(10, 0))
+    scheduler, _, _ = make(clock, MemoryCoordination(clock))
+    runs = iter(range(1_000))
+
+    def broken(epoch: int) -> None:
+        raise RuntimeError(f"boom {next(runs)}")
+
+    scheduler.add(IntervalJob("broken", 1, broken))
+    scheduler.election_step()
+    for _ in range(150):
+        scheduler.jobs_step()
+        clock.advance(1.0)
+        scheduler.election_step()
+    assert len(scheduler.job_errors) == 100
+    assert str(scheduler.job_errors[-1][1]) == "boom 149"  # the latest are the ones kept
+
+
 def test_sweep_marks_stale_instances_crashed_and_clears_their_locks() -> None:
     clock = ManualClock(ist(10, 0))
     store = MemoryCoordination(clock)

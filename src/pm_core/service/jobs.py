@@ -9,6 +9,7 @@ lost no further job starts. Both threads wait only through ``Clock.sleep``.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import threading
@@ -20,6 +21,7 @@ import attrs
 from pm_core.ports import Clock, InstanceRegistry, LeaderElection, Lease, SignalLock
 
 log = logging.getLogger("pm.jobs")
+_KEPT_JOB_ERRORS = 100
 
 JobFn = Callable[[int], None]
 WAKE_SLICE_S = 0.02
@@ -110,7 +112,11 @@ class LeaderScheduler:
         self._stopping = threading.Event()
         self._woken = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.job_errors: list[tuple[str, BaseException]] = []
+        # The latest job failures (they are logged too). Bounded: a job failing every few
+        # seconds through a long database outage would otherwise keep every traceback.
+        self.job_errors: collections.deque[tuple[str, BaseException]] = collections.deque(
+            maxlen=_KEPT_JOB_ERRORS
+        )
 
     # ------------------------------------------------------------------ registration
 
