@@ -412,3 +412,65 @@ def test_snapshot_rows_repeat_from_the_memo_and_changes_are_always_seen(
     finally:
         a.close()
         b.close()
+
+
+_SETTINGS_Q = sa.text(
+    "SELECT current_setting('transaction_isolation') AS isolation,"
+    " current_setting('transaction_read_only') AS read_only, txid_current_if_assigned() AS tx"
+).columns(
+    sa.column("isolation", sa.String),
+    sa.column("read_only", sa.String),
+    sa.column("tx", sa.Integer),
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "read_only", "expected"),
+    [
+        ("signal", False, ("read committed", "off")),
+        ("signal", True, ("repeatable read", "on")),
+        ("repair", False, ("serializable", "off")),
+    ],
+)
+@pytest.mark.parametrize("first", ["driver", "core"])
+def test_a_unit_opens_its_transaction_with_its_first_statement(
+    factory: SqlUnitOfWorkFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: Any,
+    read_only: bool,
+    expected: tuple[str, str],
+    first: str,
+) -> None:
+    sent: list[tuple[str | None, str]] = []  # (BEGIN sent with it, statement) per message
+    through = driver.run
+
+    def run(connection: sa.Connection, sql: str, params: Any, **kw: Any) -> Any:
+        sent.append((kw.get("begin"), sql))
+        return through(connection, sql, params, **kw)
+
+    monkeypatch.setattr(driver, "run", run)
+    with factory.begin(kind, read_only=read_only) as uow:
+        row = uow.fetch(_SETTINGS_Q)[0] if first == "driver" else uow.x(_SETTINGS_Q).one()
+        assert (row.isolation, row.read_only) == expected
+        # Still the same transaction: a later statement runs at the same isolation.
+        later = uow.x(sa.text("SELECT current_setting('transaction_isolation')")).scalar()
+        assert later == expected[0]
+    if first == "driver":  # BEGIN travelled in the statement's message
+        assert sent[0][0] is not None and sent[0][0].startswith("BEGIN")
+        assert "current_setting" in sent[0][1]
+    else:  # a Core statement cannot carry it: BEGIN goes alone, once
+        assert sent[0] == (None, sent[0][1]) and sent[0][1].startswith("BEGIN")
+    assert sum(1 for begin, sql in sent if begin or sql.startswith("BEGIN")) == 1
+
+
+def test_a_unit_that_writes_first_and_rolls_back_leaves_nothing(
+    factory: SqlUnitOfWorkFactory,
+) -> None:
+    signal = Signal("EXIT", "GOLD_MINI", "Long_1", 79_000.0, 0.0, 1, 500.0, 0.7, 0.0, T0)
+    with factory.begin() as uow:
+        claim = uow.signals.claim(signal, "f" * 64, T0, "inst-a")  # the unit's first statement
+        assert isinstance(claim, Claimed)
+        assert uow.signals.by_fingerprint("f" * 64) is not None
+        uow.rollback()
+    with factory.begin(read_only=True) as uow:
+        assert uow.signals.by_fingerprint("f" * 64) is None

@@ -297,6 +297,7 @@ class SqlUnitOfWork:
         self.known_empty: set[tuple[str, str]] = set()
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
+        self._begin_sql: str | None = None  # PostgreSQL: the BEGIN not sent yet
         self._closed = False
         self.portfolio: PortfolioRepository = _PortfolioRepo(self)
         self.signals: SignalRepository = _SignalRepo(self)
@@ -331,14 +332,16 @@ class SqlUnitOfWork:
             raise DatabaseUnavailable(f"no database connection free in the pool: {exc}") from exc
         try:
             if self.is_pg:
+                # The unit sends its own BEGIN, with its first statement (see ``raw``): the
+                # driver would spend a round trip on it alone. Until then the connection is
+                # in autocommit mode and idle; COMMIT and ROLLBACK go out as before.
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 if self.read_only:
-                    conn = conn.execution_options(
-                        isolation_level="REPEATABLE READ", postgresql_readonly=True
-                    )
+                    self._begin_sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
                 elif self.kind in ("rollover", "repair"):
-                    conn = conn.execution_options(isolation_level="SERIALIZABLE")
-                # else: READ COMMITTED, which every session starts in (retry.create_engine
-                # sets default_transaction_isolation): no per-checkout SET round trips.
+                    self._begin_sql = "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE"
+                else:
+                    self._begin_sql = "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE"
             else:
                 conn = conn.execution_options(
                     pm_sqlite_begin="DEFERRED" if self.read_only else "IMMEDIATE"
@@ -353,7 +356,19 @@ class SqlUnitOfWork:
 
     @property
     def conn(self) -> sa.Connection:
-        return self._start()
+        conn = self._start()
+        self._begin_alone()
+        return conn
+
+    def _begin_alone(self) -> None:
+        """Open the PostgreSQL transaction with a statement of its own (Core-path statements,
+        which cannot carry it), unless a statement already opened it."""
+        if self._begin_sql is not None:
+            begin, self._begin_sql = self._begin_sql, None
+            driver.run(self._start(), begin, None, translate=self._translate)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        return translate(exc, self.factory.url)
 
     def _before_statement(self) -> sa.Connection:
         """Ready to send a statement: probes void, queued writes sent first (in order)."""
@@ -366,6 +381,7 @@ class SqlUnitOfWork:
     def x(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         """Execute with driver errors translated to PmError leaves."""
         conn = self._before_statement()
+        self._begin_alone()
         try:
             return conn.execute(statement, params)
         except sa.exc.DBAPIError as exc:
@@ -383,9 +399,9 @@ class SqlUnitOfWork:
 
     def raw(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         """``driver`` without sending queued writes first (for statements that touch none)."""
-        return driver.run(
-            self._start(), sql, params, translate=lambda e: translate(e, self.factory.url)
-        )
+        conn = self._start()
+        begin, self._begin_sql = self._begin_sql, None
+        return driver.run(conn, sql, params, translate=self._translate, begin=begin)
 
     def fetch(
         self,
