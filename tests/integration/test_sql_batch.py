@@ -474,3 +474,34 @@ def test_a_unit_that_writes_first_and_rolls_back_leaves_nothing(
         uow.rollback()
     with factory.begin(read_only=True) as uow:
         assert uow.signals.by_fingerprint("f" * 64) is None
+
+
+def test_plain_reads_run_before_the_transaction_opens(
+    factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A READ COMMITTED unit that only reads sends neither BEGIN nor COMMIT; one that reads
+    first opens its transaction with its first write or lock, which then holds to the end."""
+    signal_id, _ = _claimed(factory, "d" * 64)
+    sent: list[tuple[str | None, str]] = []
+    through = driver.run
+
+    def run(connection: sa.Connection, sql: str, params: Any, **kw: Any) -> Any:
+        sent.append((kw.get("begin"), sql))
+        return through(connection, sql, params, **kw)
+
+    monkeypatch.setattr(driver, "run", run)
+    with factory.begin() as uow:  # the queue check after a signal: usually nothing queued
+        assert uow.signals.oldest_queued("BANK_NIFTY") is None
+        uow.commit()
+    assert [begin for begin, _ in sent] == [None]
+    assert not any(sql.startswith(("BEGIN", "COMMIT")) for _, sql in sent)
+
+    del sent[:]
+    with factory.begin() as uow:  # T2's shape: its intents, then the portfolio lock
+        assert uow.intents.for_signal(signal_id) == []
+        uow.portfolio.lock()
+        uow.x(sa.text("UPDATE trading_statistics SET value = 7 WHERE name = 'exits_rejected'"))
+        uow.rollback()
+    assert sent[0][0] is None and sent[1][0] is not None  # BEGIN went with the lock
+    with factory.begin(read_only=True) as uow:
+        assert uow.statistics.read()["exits_rejected"] == 0.0  # rolled back as one

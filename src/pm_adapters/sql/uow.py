@@ -298,6 +298,7 @@ class SqlUnitOfWork:
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
         self._begin_sql: str | None = None  # PostgreSQL: the BEGIN not sent yet
+        self._reads_alone = False  # plain reads may precede it (READ COMMITTED units)
         self._closed = False
         self.portfolio: PortfolioRepository = _PortfolioRepo(self)
         self.signals: SignalRepository = _SignalRepo(self)
@@ -342,6 +343,7 @@ class SqlUnitOfWork:
                     self._begin_sql = "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE"
                 else:
                     self._begin_sql = "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE"
+                    self._reads_alone = True  # see raw(): snapshots are per statement
             else:
                 conn = conn.execution_options(
                     pm_sqlite_begin="DEFERRED" if self.read_only else "IMMEDIATE"
@@ -397,9 +399,20 @@ class SqlUnitOfWork:
         self._before_statement()
         return self.raw(sql, params)
 
-    def raw(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        """``driver`` without sending queued writes first (for statements that touch none)."""
+    def raw(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, plain_read: bool = False
+    ) -> Any:
+        """``driver`` without sending queued writes first (for statements that touch none).
+
+        ``plain_read``: the statement only reads, without locking. In a READ COMMITTED unit
+        that has not opened its transaction yet it runs on its own, as it would inside one
+        (each statement reads what was committed before it starts); the BEGIN waits for the
+        first statement that writes or locks, and a unit that never does sends neither BEGIN
+        nor COMMIT.
+        """
         conn = self._start()
+        if plain_read and self._begin_sql is not None and self._reads_alone:
+            return driver.run(conn, sql, params, translate=self._translate)
         begin, self._begin_sql = self._begin_sql, None
         return driver.run(conn, sql, params, translate=self._translate, begin=begin)
 
@@ -415,7 +428,12 @@ class SqlUnitOfWork:
             return list(self.x(statement, params))
         dialect = self.factory.engine.dialect
         compiled = driver.compiled(statement, dialect, frozenset(params or ()))
-        cursor = self.driver(compiled.sql, compiled.bind(params) if params else None)
+        self._before_statement()
+        cursor = self.raw(
+            compiled.sql,
+            compiled.bind(params) if params else None,
+            plain_read=id(statement) in _PLAIN_READS,
+        )
         return compiled.rows(dialect, cursor, memo)
 
     def known_to_be_empty(self, key: tuple[str, str]) -> bool:
@@ -1196,6 +1214,21 @@ _INTENTS_OPEN_FOR_Q = (
 )
 _INTENTS_UNRESOLVED_Q = (
     sa.select(order_intents).where(_one_of(_I.state, _NON_TERMINAL_INTENTS)).order_by(_I.id)
+)
+
+# Statements that only read, without locking: in a READ COMMITTED unit they may run before
+# its transaction opens (SqlUnitOfWork.raw). Nothing that writes or locks belongs here.
+_PLAIN_READS = frozenset(
+    id(q)
+    for q in (
+        _SIGNAL_BY_ID_Q,
+        _SIGNAL_BY_FP_Q,
+        _OLDEST_QUEUED_Q,
+        _INTENT_BY_ID_Q,
+        _INTENTS_FOR_SIGNAL_Q,
+        _INTENTS_OPEN_FOR_Q,
+        _INTENTS_UNRESOLVED_Q,
+    )
 )
 
 
