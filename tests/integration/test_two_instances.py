@@ -225,8 +225,12 @@ def test_survivor_leader_sweep_finishes_a_killed_instances_signal(
         replay = survivor.post(entry).json()
         assert replay["status"] == "duplicate"
         assert replay["original"]["body"]["status"] == "executed"
-        statuses = db_rows(pg_url, "SELECT instance_name, status FROM instance_metadata")
-        assert ("inst1", "crashed") in [(s.instance_name, s.status) for s in statuses]
+        # The sweep marks the owner crashed right after its takeover (the signal may be
+        # seen finished a moment before that).
+        crashed = "SELECT 1 FROM instance_metadata WHERE instance_name = 'inst1'"
+        wait_for(
+            lambda: db_rows(pg_url, crashed + " AND status = 'crashed'"), 2, what="inst1 crashed"
+        )
     finally:
         for proc in pair:
             proc.close()

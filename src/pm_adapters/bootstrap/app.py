@@ -446,6 +446,10 @@ class App:
         report = recover(self.service, registry.is_live, release_locks=False, check=False)
         if report.takeovers:
             log.info("sweep took over signals", extra={"signals": list(report.takeovers)})
+            if hasattr(registry, "stale_instances"):
+                # Their owner went stale between the check above and the takeover: it is
+                # marked crashed now, not a sweep later.
+                crash_stale_instances(cast(StaleInstanceRegistry, registry))
         # Queues whose barrier cleared without anyone running them (service.md 2.6).
         self.service.run_queued()
 
