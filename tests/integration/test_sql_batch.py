@@ -79,6 +79,34 @@ def _statements(factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch) 
     return seen
 
 
+def _messages(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str | None, str]]:
+    """Driver-path messages from now on: (the BEGIN sent with it, if any; its statement)."""
+    sent: list[tuple[str | None, str]] = []
+    through = driver.run
+
+    def run(connection: sa.Connection, sql: str, params: Any, **kw: Any) -> Any:
+        sent.append((kw.get("begin"), sql))
+        return through(connection, sql, params, **kw)
+
+    monkeypatch.setattr(driver, "run", run)
+    return sent
+
+
+@pytest.fixture()
+def two_instances(pg_server: PgServer) -> Iterator[tuple[SqlUnitOfWorkFactory, ...]]:
+    """Two factories on one database, each with its own engine and caches: two instances."""
+    url = pg_server.create_database("pair")
+    engines = (create_engine(url), create_engine(url))
+    metadata.create_all(engines[0])
+    pair = tuple(SqlUnitOfWorkFactory(e) for e in engines)
+    pair[0].initialise(5_000_000.0)
+    try:
+        yield pair
+    finally:
+        for f in pair:
+            f.close()
+
+
 def _changes(positions: Any, stop: float) -> ChangeSet:
     return ChangeSet(
         update=tuple(p.replace(current_stop=stop) for p in positions),
@@ -365,53 +393,44 @@ def test_a_duplicate_client_order_id_under_the_lock_fails_the_commit(
 
 
 def test_snapshot_rows_repeat_from_the_memo_and_changes_are_always_seen(
-    pg_server: PgServer,
+    two_instances: tuple[SqlUnitOfWorkFactory, ...],
 ) -> None:
-    """Two factories on one database play two instances: what one writes the other reads at
-    once, though both serve unchanged per-instrument rows from their memo and unchanged
-    positions from their cache."""
-    url = pg_server.create_database("memo")
-    engine_a, engine_b = create_engine(url), create_engine(url)
-    metadata.create_all(engine_a)
-    a, b = SqlUnitOfWorkFactory(engine_a), SqlUnitOfWorkFactory(engine_b)
-    a.initialise(5_000_000.0)
-    try:
-        first = ChangeSet(
-            create=(make_position(gold_mini(), id=-1, lots=2, entry=78_000.0, stop=77_000.0),),
-            marks={"GOLD_MINI": Mark(79_000.0, 500.0, T0), "BANK_NIFTY": Mark(50_000.0, 300.0, T0)},
-            pyramiding={"GOLD_MINI": PyramidingState(None, 79_000.0)},
+    """What one instance writes the other reads at once, though both serve unchanged
+    per-instrument rows from their memo and unchanged positions from their cache."""
+    a, b = two_instances
+    first = ChangeSet(
+        create=(make_position(gold_mini(), id=-1, lots=2, entry=78_000.0, stop=77_000.0),),
+        marks={"GOLD_MINI": Mark(79_000.0, 500.0, T0), "BANK_NIFTY": Mark(50_000.0, 300.0, T0)},
+        pyramiding={"GOLD_MINI": PyramidingState(None, 79_000.0)},
+    )
+    with a.begin() as uow:
+        uow.portfolio.save(first, uow.portfolio.lock().version)
+        uow.commit()
+    with a.begin() as uow:
+        before = uow.portfolio.lock()
+    with b.begin() as uow:  # the other instance moves one instrument only
+        snap = uow.portfolio.lock()
+        later = T0 + dt.timedelta(minutes=1)
+        (opened,) = snap.positions
+        changes = ChangeSet(
+            update=(opened.replace(current_stop=78_100.0),),
+            marks={"GOLD_MINI": Mark(79_400.0, 510.0, later)},
+            pyramiding={"GOLD_MINI": PyramidingState(None, 79_400.0)},
+            blocks={"GOLD_MINI": Block("reconciliation", later, {})},
         )
-        with a.begin() as uow:
-            uow.portfolio.save(first, uow.portfolio.lock().version)
-            uow.commit()
-        with a.begin() as uow:
-            before = uow.portfolio.lock()
-        with b.begin() as uow:  # the other instance moves one instrument only
-            snap = uow.portfolio.lock()
-            later = T0 + dt.timedelta(minutes=1)
-            (opened,) = snap.positions
-            changes = ChangeSet(
-                update=(opened.replace(current_stop=78_100.0),),
-                marks={"GOLD_MINI": Mark(79_400.0, 510.0, later)},
-                pyramiding={"GOLD_MINI": PyramidingState(None, 79_400.0)},
-                blocks={"GOLD_MINI": Block("reconciliation", later, {})},
-            )
-            uow.portfolio.save(changes, snap.version)
-            uow.commit()
-        with a.begin() as uow:
-            after = uow.portfolio.lock()
-        # The position the other instance moved is fetched again (by id, one array parameter).
-        assert [(p.current_stop, p.version) for p in after.positions] == [(78_100.0, 2)]
-        assert before.positions[0].current_stop == 77_000.0
-        assert after.marks["GOLD_MINI"] == Mark(79_400.0, 510.0, later)
-        assert after.pyramiding["GOLD_MINI"] == PyramidingState(None, 79_400.0)
-        assert after.blocks["GOLD_MINI"].reason == "reconciliation"
-        # The unchanged instrument's values were converted once and are shared (frozen).
-        assert after.marks["BANK_NIFTY"] is before.marks["BANK_NIFTY"]
-        assert after.marks["BANK_NIFTY"] == Mark(50_000.0, 300.0, T0)
-    finally:
-        a.close()
-        b.close()
+        uow.portfolio.save(changes, snap.version)
+        uow.commit()
+    with a.begin() as uow:
+        after = uow.portfolio.lock()
+    # The position the other instance moved is read again, at its new version.
+    assert [(p.current_stop, p.version) for p in after.positions] == [(78_100.0, 2)]
+    assert before.positions[0].current_stop == 77_000.0
+    assert after.marks["GOLD_MINI"] == Mark(79_400.0, 510.0, later)
+    assert after.pyramiding["GOLD_MINI"] == PyramidingState(None, 79_400.0)
+    assert after.blocks["GOLD_MINI"].reason == "reconciliation"
+    # The unchanged instrument's values were converted once and are shared (frozen).
+    assert after.marks["BANK_NIFTY"] is before.marks["BANK_NIFTY"]
+    assert after.marks["BANK_NIFTY"] == Mark(50_000.0, 300.0, T0)
 
 
 _SETTINGS_Q = sa.text(
@@ -441,14 +460,7 @@ def test_a_unit_opens_its_transaction_with_its_first_statement(
     expected: tuple[str, str],
     first: str,
 ) -> None:
-    sent: list[tuple[str | None, str]] = []  # (BEGIN sent with it, statement) per message
-    through = driver.run
-
-    def run(connection: sa.Connection, sql: str, params: Any, **kw: Any) -> Any:
-        sent.append((kw.get("begin"), sql))
-        return through(connection, sql, params, **kw)
-
-    monkeypatch.setattr(driver, "run", run)
+    sent = _messages(monkeypatch)
     with factory.begin(kind, read_only=read_only) as uow:
         row = uow.fetch(_SETTINGS_Q)[0] if first == "driver" else uow.x(_SETTINGS_Q).one()
         assert (row.isolation, row.read_only) == expected
@@ -482,14 +494,7 @@ def test_plain_reads_run_before_the_transaction_opens(
     """A READ COMMITTED unit that only reads sends neither BEGIN nor COMMIT; one that reads
     first opens its transaction with its first write or lock, which then holds to the end."""
     signal_id, _ = _claimed(factory, "d" * 64)
-    sent: list[tuple[str | None, str]] = []
-    through = driver.run
-
-    def run(connection: sa.Connection, sql: str, params: Any, **kw: Any) -> Any:
-        sent.append((kw.get("begin"), sql))
-        return through(connection, sql, params, **kw)
-
-    monkeypatch.setattr(driver, "run", run)
+    sent = _messages(monkeypatch)
     with factory.begin() as uow:  # the queue check after a signal: usually nothing queued
         assert uow.signals.oldest_queued("BANK_NIFTY") is None
         uow.commit()
@@ -508,39 +513,24 @@ def test_plain_reads_run_before_the_transaction_opens(
 
 
 def test_the_snapshot_is_one_message_even_after_another_instance_moved_positions(
-    pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+    two_instances: tuple[SqlUnitOfWorkFactory, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = pg_server.create_database("pair")
-    engine_a, engine_b = create_engine(url), create_engine(url)
-    metadata.create_all(engine_a)
-    a, b = SqlUnitOfWorkFactory(engine_a), SqlUnitOfWorkFactory(engine_b)
-    a.initialise(5_000_000.0)
-    try:
-        _two_positions(a)
-        with b.begin() as uow:  # the other instance moves the second position
-            snap = uow.portfolio.lock()
-            moved = snap.positions[1].replace(current_stop=77_600.0)
-            uow.portfolio.save(ChangeSet(update=(moved,)), snap.version)
-            uow.commit()
-        sent: list[str] = []
-        through = driver.run
-
-        def run(connection: sa.Connection, sql: str, params: Any, **kw: Any) -> Any:
-            sent.append(sql)
-            return through(connection, sql, params, **kw)
-
-        monkeypatch.setattr(driver, "run", run)
-        with a.begin() as uow:
-            first = uow.portfolio.lock()
-        assert len(sent) == 1
-        assert [(p.current_stop, p.version) for p in first.positions] == [
-            (77_000.0, 1),
-            (77_600.0, 2),
-        ]
-        del sent[:]
-        with a.begin() as uow:  # nothing moved since: served from the cache, same message
-            again = uow.portfolio.lock()
-        assert len(sent) == 1 and again.positions == first.positions
-    finally:
-        a.close()
-        b.close()
+    a, b = two_instances
+    _two_positions(a)
+    with b.begin() as uow:  # the other instance moves the second position
+        snap = uow.portfolio.lock()
+        moved = snap.positions[1].replace(current_stop=77_600.0)
+        uow.portfolio.save(ChangeSet(update=(moved,)), snap.version)
+        uow.commit()
+    sent = _messages(monkeypatch)
+    with a.begin() as uow:
+        first = uow.portfolio.lock()
+    assert len(sent) == 1
+    assert [(p.current_stop, p.version) for p in first.positions] == [
+        (77_000.0, 1),
+        (77_600.0, 2),
+    ]
+    del sent[:]
+    with a.begin() as uow:  # nothing moved since: served from the cache, same message
+        again = uow.portfolio.lock()
+    assert len(sent) == 1 and again.positions == first.positions
