@@ -510,27 +510,3 @@ def test_plain_reads_run_before_the_transaction_opens(
     assert sent[0][0] is None and sent[1][0] is not None  # BEGIN went with the lock
     with factory.begin(read_only=True) as uow:
         assert uow.statistics.read()["exits_rejected"] == 0.0  # rolled back as one
-
-
-def test_the_snapshot_is_one_message_even_after_another_instance_moved_positions(
-    two_instances: tuple[SqlUnitOfWorkFactory, ...], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    a, b = two_instances
-    _two_positions(a)
-    with b.begin() as uow:  # the other instance moves the second position
-        snap = uow.portfolio.lock()
-        moved = snap.positions[1].replace(current_stop=77_600.0)
-        uow.portfolio.save(ChangeSet(update=(moved,)), snap.version)
-        uow.commit()
-    sent = _messages(monkeypatch)
-    with a.begin() as uow:
-        first = uow.portfolio.lock()
-    assert len(sent) == 1
-    assert [(p.current_stop, p.version) for p in first.positions] == [
-        (77_000.0, 1),
-        (77_600.0, 2),
-    ]
-    del sent[:]
-    with a.begin() as uow:  # nothing moved since: served from the cache, same message
-        again = uow.portfolio.lock()
-    assert len(sent) == 1 and again.positions == first.positions

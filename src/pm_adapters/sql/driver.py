@@ -216,26 +216,22 @@ def run(
     *,
     translate: Callable[[BaseException], BaseException],
     begin: str | None = None,
-    then: Sequence[str] = (),
 ) -> Any:
-    """Execute on the driver connection of ``connection``; the psycopg cursor, on the result
-    of ``sql``.
+    """Execute on the driver connection of ``connection``; the psycopg cursor.
 
     ``begin`` (a BEGIN statement) goes out in the same message as ``sql``, which the
     connection (in autocommit mode, idle) then runs inside the transaction it opened: one
-    round trip instead of two. ``then``: further statements in the same message, run after
-    ``sql`` (``cursor.nextset()`` moves to each result). Either way the parameters are bound
-    client-side (one message holds several statements), so those statements are planned
-    anew each time.
+    round trip instead of two. Parameters are then bound client-side (one message holds
+    both statements), so that statement is planned anew each time.
     """
     raw = connection.connection.driver_connection
     assert raw is not None
     query: str | bytes
     args: Any
     cursor: Any
-    if begin is not None or then:
+    if begin is not None:
         cursor = psycopg.ClientCursor(raw)
-        query, args = "; ".join([*([begin] if begin else []), sql, *then]), params
+        query, args = f"{begin}; {sql}", params
     elif params is None:
         cursor = raw.cursor()
         query, args = sql, None

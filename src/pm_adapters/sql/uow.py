@@ -436,28 +436,6 @@ class SqlUnitOfWork:
         )
         return compiled.rows(dialect, cursor, memo)
 
-    def fetch_pair(
-        self,
-        first: Any,
-        second: Any,
-        params: Mapping[str, Any],
-        memo: RowMemo | None = None,
-    ) -> tuple[list[Any], list[Any]]:
-        """The rows of two statements sent in one message (PostgreSQL): ``second`` runs once
-        ``first`` has finished, with ``params``; ``first`` takes none (``memo`` is its)."""
-        dialect = self.factory.engine.dialect
-        one = driver.compiled(first, dialect)
-        two = driver.compiled(second, dialect, frozenset(params))
-        conn = self._before_statement()
-        begin, self._begin_sql = self._begin_sql, None
-        cursor = driver.run(
-            conn, one.sql, two.bind(params), translate=self._translate, begin=begin,
-            then=(two.sql,),
-        )  # fmt: skip
-        first_rows = one.rows(dialect, cursor, memo)
-        cursor.nextset()
-        return first_rows, two.rows(dialect, cursor)
-
     def known_to_be_empty(self, key: tuple[str, str]) -> bool:
         """True once if a probe showed this look-up empty and nothing happened since."""
         if key in self.known_empty:
@@ -598,11 +576,6 @@ class PositionCache:
                     missing.append(pid)
         return hits, missing
 
-    def versions(self) -> dict[int, int]:
-        """Id -> version of every cached position."""
-        with self._lock:
-            return {pid: p.version for pid, p in self._rows.items()}
-
     def get(self, position_id: int, version: int) -> Position | None:
         """The cached record of this row version, if any."""
         with self._lock:
@@ -631,21 +604,6 @@ _POSITIONS_BY_ID_Q = sa.select(*_POSITION_COLUMNS).where(
 # driver path (an expanding IN is rendered anew for every list length).
 _PG_POSITIONS_BY_ID_Q = sa.select(*_POSITION_COLUMNS).where(
     _P.id == sa.any_(sa.bindparam("ids", type_=pg_dialect.ARRAY(sa.BigInteger)))
-)
-# PostgreSQL: the live positions whose (id, version) is not among those the caller holds
-# converted (``ids``/``versions``, two arrays): sent in one message with the snapshot function,
-# whose reads it follows (_PortfolioRepo._snapshot).
-_HELD = (
-    sa.func.unnest(
-        sa.bindparam("ids", type_=pg_dialect.ARRAY(sa.BigInteger)),
-        sa.bindparam("versions", type_=pg_dialect.ARRAY(sa.BigInteger)),
-    )
-    .table_valued("id", "version")
-    .render_derived()
-)
-_PG_CHANGED_POSITIONS_Q = sa.select(*_POSITION_COLUMNS).where(
-    _P.status.in_([sa.literal_column(f"'{status}'") for status in _LIVE]),
-    ~sa.exists().where(_HELD.c.id == _P.id, _HELD.c.version == _P.version),
 )
 _SNAPSHOT_Q = sa.union_all(
     sa.select(
@@ -724,24 +682,13 @@ class _PortfolioRepo:
     def _snapshot(self, *, lock: bool) -> PortfolioSnapshot:
         uow = self.uow
         locking = lock and not uow.read_only
-        cache = uow.factory.positions_cache
-        # Rows this unit changed are not committed: never serve or remember them.
-        held = {} if uow.wrote_positions else cache.versions()
-        changed: list[Position] = []
         if uow.is_pg:
-            # The state row (locked or not) and the rest in one call (functions.py), and in
-            # the same message the live positions this instance does not hold converted at
-            # their current version: one round trip for the whole snapshot.
-            rows, changed_rows = uow.fetch_pair(
-                _PG_LOCK_Q if locking else _PG_READ_Q,
-                _PG_CHANGED_POSITIONS_Q,
-                {"ids": list(held), "versions": list(held.values())},
-                uow.factory.snapshot_rows,
-            )
+            # The state row (locked or not) and the rest in one round trip (functions.py).
+            memo = uow.factory.snapshot_rows
+            rows = uow.fetch(_PG_LOCK_Q if locking else _PG_READ_Q, None, memo)
             if not rows or rows[0].kind != "s":
                 raise NotInitialised(_NOT_INIT)
             row, rest = rows[0], rows[1:]
-            changed = [rowconv.position_from_row(r._mapping) for r in changed_rows]
         else:
             rows = uow.fetch(_LOCK_Q if locking else _STATE_Q)
             if not rows:
@@ -774,20 +721,13 @@ class _PortfolioRepo:
                 marks[r.p_instrument] = mark
             if block is not None:
                 blocks[r.b_instrument] = block
-        if changed:
-            # Read after the function's rows: take each at the version the function saw.
-            fresh = {p.id: p for p in changed if live_versions.get(p.id) == p.version}
-            if not uow.wrote_positions:
-                cache.remember(list(fresh.values()))
-            live_held = {i: v for i, v in live_versions.items() if i not in fresh}
-        else:
-            fresh, live_held = {}, live_versions
+        cache = uow.factory.positions_cache
         if uow.wrote_positions:
-            found, missing = list(fresh.values()), list(live_held)
+            # Rows this unit changed are not committed: never serve or remember them.
+            found, missing = [], list(live_versions)
         else:
-            found, missing = cache.known(live_held)
-            found.extend(fresh.values())
-        if missing:  # unlocked reads may see a later commit in between: fetch those by id
+            found, missing = cache.known(live_versions)
+        if missing:
             rows_by_id = (
                 uow.fetch(_PG_POSITIONS_BY_ID_Q, {"ids": missing})
                 if uow.is_pg
