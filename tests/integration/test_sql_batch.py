@@ -79,19 +79,6 @@ def _statements(factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch) 
     return seen
 
 
-def _messages(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str | None, str]]:
-    """Driver-path messages from now on: (the BEGIN sent with it, if any; its statement)."""
-    sent: list[tuple[str | None, str]] = []
-    through = driver.run
-
-    def run(connection: sa.Connection, sql: str, params: Any, **kw: Any) -> Any:
-        sent.append((kw.get("begin"), sql))
-        return through(connection, sql, params, **kw)
-
-    monkeypatch.setattr(driver, "run", run)
-    return sent
-
-
 @pytest.fixture()
 def two_instances(pg_server: PgServer) -> Iterator[tuple[SqlUnitOfWorkFactory, ...]]:
     """Two factories on one database, each with its own engine and caches: two instances."""
@@ -452,7 +439,7 @@ _SETTINGS_Q = sa.text(
     ],
 )
 @pytest.mark.parametrize("first", ["driver", "core"])
-def test_a_unit_opens_its_transaction_with_its_first_statement(
+def test_a_unit_opens_its_transaction_before_its_first_statement(
     factory: SqlUnitOfWorkFactory,
     monkeypatch: pytest.MonkeyPatch,
     kind: Any,
@@ -460,19 +447,15 @@ def test_a_unit_opens_its_transaction_with_its_first_statement(
     expected: tuple[str, str],
     first: str,
 ) -> None:
-    sent = _messages(monkeypatch)
+    seen = _statements(factory, monkeypatch)
     with factory.begin(kind, read_only=read_only) as uow:
         row = uow.fetch(_SETTINGS_Q)[0] if first == "driver" else uow.x(_SETTINGS_Q).one()
         assert (row.isolation, row.read_only) == expected
         # Still the same transaction: a later statement runs at the same isolation.
         later = uow.x(sa.text("SELECT current_setting('transaction_isolation')")).scalar()
         assert later == expected[0]
-    if first == "driver":  # BEGIN travelled in the statement's message
-        assert sent[0][0] is not None and sent[0][0].startswith("BEGIN")
-        assert "current_setting" in sent[0][1]
-    else:  # a Core statement cannot carry it: BEGIN goes alone, once
-        assert sent[0] == (None, sent[0][1]) and sent[0][1].startswith("BEGIN")
-    assert sum(1 for begin, sql in sent if begin or sql.startswith("BEGIN")) == 1
+    assert seen[0].startswith("BEGIN ISOLATION LEVEL")
+    assert sum(1 for sql in seen if sql.startswith("BEGIN")) == 1
 
 
 def test_a_unit_that_writes_first_and_rolls_back_leaves_nothing(
@@ -491,22 +474,21 @@ def test_a_unit_that_writes_first_and_rolls_back_leaves_nothing(
 def test_plain_reads_run_before_the_transaction_opens(
     factory: SqlUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A READ COMMITTED unit that only reads sends neither BEGIN nor COMMIT; one that reads
-    first opens its transaction with its first write or lock, which then holds to the end."""
+    """A READ COMMITTED unit that only reads opens no transaction (no BEGIN, so no COMMIT);
+    one that reads first opens it before its first write or lock, and it holds to the end."""
     signal_id, _ = _claimed(factory, "d" * 64)
-    sent = _messages(monkeypatch)
+    seen = _statements(factory, monkeypatch)
     with factory.begin() as uow:  # the queue check after a signal: usually nothing queued
         assert uow.signals.oldest_queued("BANK_NIFTY") is None
         uow.commit()
-    assert [begin for begin, _ in sent] == [None]
-    assert not any(sql.startswith(("BEGIN", "COMMIT")) for _, sql in sent)
+    assert len(seen) == 1 and seen[0].startswith("SELECT")
 
-    del sent[:]
+    del seen[:]
     with factory.begin() as uow:  # T2's shape: its intents, then the portfolio lock
         assert uow.intents.for_signal(signal_id) == []
         uow.portfolio.lock()
         uow.x(sa.text("UPDATE trading_statistics SET value = 7 WHERE name = 'exits_rejected'"))
         uow.rollback()
-    assert sent[0][0] is None and sent[1][0] is not None  # BEGIN went with the lock
+    assert seen[0].startswith("SELECT order_intents") and seen[1].startswith("BEGIN")
     with factory.begin(read_only=True) as uow:
         assert uow.statistics.read()["exits_rejected"] == 0.0  # rolled back as one

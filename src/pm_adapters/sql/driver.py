@@ -215,34 +215,20 @@ def run(
     params: Mapping[str, Any] | None,
     *,
     translate: Callable[[BaseException], BaseException],
-    begin: str | None = None,
 ) -> Any:
-    """Execute on the driver connection of ``connection``; the psycopg cursor.
-
-    ``begin`` (a BEGIN statement) goes out in the same message as ``sql``, which the
-    connection (in autocommit mode, idle) then runs inside the transaction it opened: one
-    round trip instead of two. Parameters are then bound client-side (one message holds
-    both statements), so that statement is planned anew each time.
-    """
+    """Execute on the driver connection of ``connection``; the psycopg cursor."""
     raw = connection.connection.driver_connection
     assert raw is not None
-    query: str | bytes
-    args: Any
-    cursor: Any
-    if begin is not None:
-        cursor = psycopg.ClientCursor(raw)
-        query, args = f"{begin}; {sql}", params
-    elif params is None:
+    if params is None:
         cursor = raw.cursor()
-        query, args = sql, None
+        query: str | bytes = sql
+        args: list[Any] | None = None
     else:
         cursor = psycopg.RawCursor(raw)
         query, names = positional(sql)
         args = [params[name] for name in names]
     try:
         cursor.execute(query, args)
-        if begin is not None:
-            cursor.nextset()  # past BEGIN's result, to the statement's
     except Exception as exc:
         dialect = connection.dialect
         dbapi = dialect.loaded_dbapi

@@ -333,9 +333,9 @@ class SqlUnitOfWork:
             raise DatabaseUnavailable(f"no database connection free in the pool: {exc}") from exc
         try:
             if self.is_pg:
-                # The unit sends its own BEGIN, with its first statement (see ``raw``): the
-                # driver would spend a round trip on it alone. Until then the connection is
-                # in autocommit mode and idle; COMMIT and ROLLBACK go out as before.
+                # The unit sends its own BEGIN, before its first statement that is not a
+                # plain read (see ``raw``). Until then the connection is in autocommit mode
+                # and idle; COMMIT and ROLLBACK go out as before.
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 if self.read_only:
                     self._begin_sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -363,8 +363,8 @@ class SqlUnitOfWork:
         return conn
 
     def _begin_alone(self) -> None:
-        """Open the PostgreSQL transaction with a statement of its own (Core-path statements,
-        which cannot carry it), unless a statement already opened it."""
+        """Open the PostgreSQL transaction (a BEGIN of its own, as the driver would send),
+        unless it is open already."""
         if self._begin_sql is not None:
             begin, self._begin_sql = self._begin_sql, None
             driver.run(self._start(), begin, None, translate=self._translate)
@@ -411,10 +411,9 @@ class SqlUnitOfWork:
         nor COMMIT.
         """
         conn = self._start()
-        if plain_read and self._begin_sql is not None and self._reads_alone:
-            return driver.run(conn, sql, params, translate=self._translate)
-        begin, self._begin_sql = self._begin_sql, None
-        return driver.run(conn, sql, params, translate=self._translate, begin=begin)
+        if not (plain_read and self._reads_alone):
+            self._begin_alone()
+        return driver.run(conn, sql, params, translate=self._translate)
 
     def fetch(
         self,
