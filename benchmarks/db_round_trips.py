@@ -9,8 +9,8 @@ and every background job slowed to hours, turns on the server's statement log, a
 two trades of ``tests/kit/serve.py`` (Gold Mini: base, pyramid, partial exit, exit all; Bank
 Nifty: the same with two legs per position) straight to ``SignalService.handle``. Each log
 entry is one message from the client: a simple query (which may hold several statements) or
-one extended-protocol execution. One instance: with two, positions moved by the other
-instance come in the snapshot's message too, so the count is the same.
+one extended-protocol execution. One instance: with two, most snapshots also fetch the
+positions the other instance moved (one more message in most T1 and T2).
 
 Usage: python benchmarks/db_round_trips.py
 The last line printed is one JSON object.
