@@ -18,6 +18,7 @@ from pm_core.config import default_config
 from pm_core.model import OrderIntent, Position
 from pm_core.ports import IntentState, OrderStatus, TradeRow
 from pm_core.rollover import select_strike
+from tests.strategies import make_intent
 
 FP = "fb6ca43d510c08d5" + "0" * 48
 
@@ -224,23 +225,19 @@ def test_intent_state_machine() -> None:
 
 
 def intent(qty: int = 90) -> OrderIntent:
-    return OrderIntent(
-        client_order_id="pm-fb6ca43d510c08d5-1-CE-1",
-        origin="signal",
-        position_id=1,
+    """The Bank Nifty CE leg the unknown-order look-ups search for."""
+    intent: OrderIntent = make_intent(
+        "pm-fb6ca43d510c08d5-1-CE-1",
+        1,
         leg="CE",
-        seq=1,
-        attempt=1,
         symbol="BANKNIFTY30DEC2552000CE",
         exchange="NFO",
-        action="BUY",
-        product="NRML",
-        pricetype="MARKET",
         quantity=qty,
         lots=3,
         ref_price=100.0,
         group_id="1",
     )
+    return intent
 
 
 def order(oid: str, *, qty: int = 90, secs: float = 1.0, **changes: Any) -> OrderStatus:
