@@ -394,10 +394,12 @@ class SqlUnitOfWork:
                 raise exc.orig from exc
             raise
 
-    def driver(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+    def driver(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, plain_read: bool = False
+    ) -> Any:
         """Run driver SQL on this unit's connection (PostgreSQL); the psycopg cursor."""
         self._before_statement()
-        return self.raw(sql, params)
+        return self.raw(sql, params, plain_read=plain_read)
 
     def raw(
         self, sql: str, params: Mapping[str, Any] | None = None, *, plain_read: bool = False
@@ -427,8 +429,7 @@ class SqlUnitOfWork:
             return list(self.x(statement, params))
         dialect = self.factory.engine.dialect
         compiled = driver.compiled(statement, dialect, frozenset(params or ()))
-        self._before_statement()
-        cursor = self.raw(
+        cursor = self.driver(
             compiled.sql,
             compiled.bind(params) if params else None,
             plain_read=id(statement) in _PLAIN_READS,
